@@ -1,0 +1,62 @@
+"""Continuous Fourier Convolutions (CF-Convs) with sparse kernel updates, in pure JAX."""
+
+import importlib.metadata
+
+from ._generators import (
+    DEFAULT_HIDDEN as DEFAULT_HIDDEN,
+    PARAMETERIZATIONS as PARAMETERIZATIONS,
+    KernelGenerator as KernelGenerator,
+)
+from ._layer import CFConv2d as CFConv2d
+from ._mlp import MLP as MLP, parameter_count as parameter_count
+from ._positions import (
+    frequency_coordinates as frequency_coordinates,
+    position_coordinates as position_coordinates,
+    sample_positions as sample_positions,
+    unravel_positions as unravel_positions,
+)
+from ._spectral import fourier_mix as fourier_mix, spectral_conv as spectral_conv
+from ._state import (
+    KernelState as KernelState,
+    ema_update as ema_update,
+    init_kernel_state as init_kernel_state,
+    kernel_shape as kernel_shape,
+)
+from ._strategies import (
+    AbstractStrategy as AbstractStrategy,
+    Chunked as Chunked,
+    Dense as Dense,
+    Remat as Remat,
+    Sparse as Sparse,
+    Stored as Stored,
+    resolve_strategy as resolve_strategy,
+)
+
+
+__version__ = importlib.metadata.version("cfconv")
+
+__all__ = [
+    "DEFAULT_HIDDEN",
+    "PARAMETERIZATIONS",
+    "AbstractStrategy",
+    "CFConv2d",
+    "Chunked",
+    "Dense",
+    "KernelGenerator",
+    "KernelState",
+    "MLP",
+    "Remat",
+    "Sparse",
+    "Stored",
+    "ema_update",
+    "fourier_mix",
+    "frequency_coordinates",
+    "init_kernel_state",
+    "kernel_shape",
+    "parameter_count",
+    "position_coordinates",
+    "resolve_strategy",
+    "sample_positions",
+    "spectral_conv",
+    "unravel_positions",
+]

@@ -1,0 +1,27 @@
+"""Shared jaxtyping aliases.
+
+Axis names used throughout the package:
+
+- `cin`, `cout`: input and output channels;
+- `h`, `w`: the spatial height and width of an image;
+- `wf`: the width of an rfft2 grid, `w // 2 + 1`;
+- `num`: the number of kernel positions evaluated in one call.
+"""
+
+from jaxtyping import Array, Complex, Float, Int, Real
+
+
+FourierKernel = Complex[Array, "cin cout h wf"]
+"""A Fourier-domain kernel in rfft2 layout."""
+
+Image = Real[Array, "cin h w"]
+"""A single real image, channels first."""
+
+Positions = Int[Array, " num"]
+"""Flat (C-order) indices into a kernel grid."""
+
+Coordinates = Float[Array, "num 4"]
+"""Per-position coordinates `(c_in, c_out, f_y, f_x)`, each in `[-1, 1]`."""
+
+KernelValues = Complex[Array, " num"]
+"""Kernel values at a set of positions."""

@@ -1,0 +1,202 @@
+"""Kernel-phase strategies: how a layer turns its generator and state into this step's kernel."""
+
+import abc
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._custom_types import FourierKernel, KernelValues, Positions
+from ._errors import check_int, check_rate
+from ._generators import KernelGenerator
+from ._positions import sample_positions
+from ._state import KernelState, ema_update
+
+
+class AbstractStrategy(eqx.Module):
+    """How the kernel phase of a training (or inference) step produces the kernel.
+
+    A strategy is called once per step and layer, *outside* any per-example `vmap`:
+
+    ```python
+    kernel, new_state = strategy(generator, state, (h, w), key=key)
+    ```
+
+    It returns this step's kernel (differentiable with respect to the generator) and the
+    state to carry to the next step (without gradient). Subclass it to try new schemes.
+    """
+
+    needs_key: eqx.AbstractClassVar[bool]
+
+    @abc.abstractmethod
+    def __call__(
+        self,
+        generator: KernelGenerator,
+        state: KernelState,
+        spatial_shape: tuple[int, int],
+        *,
+        key: PRNGKeyArray | None = None,
+    ) -> tuple[FourierKernel, KernelState]:
+        """**Arguments:**
+
+        - `generator`: the layer's [`cfconv.KernelGenerator`][].
+        - `state`: the current [`cfconv.KernelState`][].
+        - `spatial_shape`: the image size `(h, w)`.
+        - `key`: a PRNG key, for strategies that sample.
+
+        **Returns:**
+
+        `(kernel, new_state)`.
+        """
+
+
+def _dense_result(kernel: FourierKernel) -> tuple[FourierKernel, KernelState]:
+    # Dense training keeps the freshly generated kernel as the stored one, so that
+    # inference from the state matches the generator after training.
+    return kernel, KernelState(jax.lax.stop_gradient(kernel))
+
+
+class Dense(AbstractStrategy):
+    """Evaluate the generator at every position, with plain autodiff (the paper's "naive").
+
+    Memory grows with every MLP activation at every kernel position: at the paper's size
+    this exhausts an 80 GB GPU. The state is not read; the new state is the generated
+    kernel.
+    """
+
+    needs_key = False
+
+    def __call__(self, generator, state, spatial_shape, *, key=None):
+        return _dense_result(generator.materialize(spatial_shape))
+
+
+class Remat(AbstractStrategy):
+    """Like [`cfconv.Dense`][], but with gradient checkpointing (rematerialization).
+
+    Only the generated kernel is kept for the backward pass; the MLP activations are
+    recomputed then. The backward pass still evaluates every position at once.
+    """
+
+    needs_key = False
+
+    def __call__(self, generator, state, spatial_shape, *, key=None):
+        materialize = jax.checkpoint(lambda g: g.materialize(spatial_shape))
+        return _dense_result(materialize(generator))
+
+
+class Chunked(AbstractStrategy):
+    """Evaluate every position in checkpointed chunks under `jax.lax.scan` (the paper's "scan").
+
+    Memory for the generator and its gradient is proportional to `chunk_size`; the
+    gradient is the exact dense gradient.
+    """
+
+    chunk_size: int = eqx.field(static=True, default=2**16)
+    unroll: int = eqx.field(static=True, default=1)
+    needs_key = False
+
+    def __check_init__(self):
+        check_int("chunk_size", self.chunk_size)
+        check_int("unroll", self.unroll)
+
+    def __call__(self, generator, state, spatial_shape, *, key=None):
+        kernel = generator.materialize(
+            spatial_shape, chunk_size=self.chunk_size, unroll=self.unroll
+        )
+        return _dense_result(kernel)
+
+
+class Sparse(AbstractStrategy):
+    """The paper's sparse updates: sample, evaluate there, blend into the state.
+
+    Each call samples `num` positions uniformly ([`cfconv.sample_positions`][]), evaluates
+    the generator only there, and returns
+    `ema_update(stop_gradient(state), positions, values, rate=rate)` as this step's
+    kernel: unsampled entries come from the state and get no gradient; sampled entries
+    pass gradient to the generator scaled by `rate`. The next state is the same kernel
+    without gradient.
+
+    With `chunk_size=None` the positions are evaluated together (the paper's "vmap");
+    with an integer, `chunk_size` at a time in a checkpointed scan (the paper's "scan"),
+    which bounds memory at some cost in speed.
+    """
+
+    num: int = eqx.field(static=True, default=2**18)
+    rate: float | Float[Array, ""] = 0.1
+    replace: bool = eqx.field(static=True, default=True)
+    chunk_size: int | None = eqx.field(static=True, default=None)
+    unroll: int = eqx.field(static=True, default=1)
+    needs_key = True
+
+    def __check_init__(self):
+        check_int("num", self.num)
+        check_rate(self.rate)
+        if self.chunk_size is not None:
+            check_int("chunk_size", self.chunk_size)
+        check_int("unroll", self.unroll)
+
+    def sample(self, generator: KernelGenerator, spatial_shape, *, key) -> Positions:
+        """The positions this strategy would sample for `key`."""
+        grid = generator.grid_shape(spatial_shape)
+        return sample_positions(key, grid, self.num, replace=self.replace)
+
+    def evaluate(self, generator: KernelGenerator, positions: Positions, spatial_shape
+                 ) -> KernelValues:  # fmt: skip
+        """Evaluate the generator at `positions`, at once or in checkpointed chunks."""
+        if self.chunk_size is None:
+            return generator(positions, spatial_shape)
+        num = positions.shape[0]
+        chunk = min(self.chunk_size, num)
+        n_chunks = -(-num // chunk)
+        padded = jnp.pad(positions, (0, n_chunks * chunk - num), mode="edge")
+
+        @jax.checkpoint
+        def body(_, chunk_positions):
+            return None, generator(chunk_positions, spatial_shape)
+
+        _, values = jax.lax.scan(
+            body, None, padded.reshape(n_chunks, chunk), unroll=self.unroll
+        )
+        return values.reshape(-1)[:num]
+
+    def __call__(self, generator, state, spatial_shape, *, key=None):
+        if key is None:
+            raise ValueError("`key` is required by the Sparse strategy (it samples positions)")
+        positions = self.sample(generator, spatial_shape, key=key)
+        values = self.evaluate(generator, positions, spatial_shape)
+        kernel = ema_update(
+            jax.lax.stop_gradient(state), positions, values, rate=self.rate
+        ).kernel
+        return kernel, KernelState(jax.lax.stop_gradient(kernel))
+
+
+class Stored(AbstractStrategy):
+    """Use the stored kernel as it is: inference without evaluating any MLP."""
+
+    needs_key = False
+
+    def __call__(self, generator, state, spatial_shape, *, key=None):
+        return state.kernel, state
+
+
+STRATEGIES: dict[str, type[AbstractStrategy]] = {
+    "dense": Dense,
+    "remat": Remat,
+    "chunked": Chunked,
+    "sparse": Sparse,
+    "stored": Stored,
+}
+
+
+def resolve_strategy(strategy: "AbstractStrategy | str") -> AbstractStrategy:
+    """Turn a strategy name (`"dense"`, `"remat"`, `"chunked"`, `"sparse"`, `"stored"`)
+    into a strategy with default settings; strategy instances pass through."""
+    if isinstance(strategy, AbstractStrategy):
+        return strategy
+    if isinstance(strategy, str) and strategy in STRATEGIES:
+        return STRATEGIES[strategy]()
+    raise ValueError(
+        f"`strategy` must be one of {tuple(STRATEGIES)} or an AbstractStrategy, "
+        f"got {strategy!r}"
+    )
