@@ -1,9 +1,14 @@
 """Shared test helpers: tolerances per dtype and backend, and PyTree comparison."""
 
+import contextlib
+import re
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jaxtyping
 import numpy as np
+import pytest
 
 
 def on_gpu() -> bool:
@@ -65,3 +70,53 @@ def assert_tree_allclose(x, y, *, rtol: float | None = None, atol: float | None 
         for a, b in zip(_leaves(x), _leaves(y))
     ]
     raise AssertionError(f"trees differ; max abs difference per leaf: {diffs}")
+
+
+# Bad-input tests run twice: with the jaxtyping runtime checker (installed for the whole
+# package by the pytest plugin, `--jaxtyping-packages=cfconv,...`) and without it.
+#
+# Without it is what users see, and the library's own validation must then raise the
+# documented error naming the argument in backticks. We switch the checker off with
+# `jaxtyping.config.update("jaxtyping_disable", True)`: the wrapper that the import hook
+# puts around every function and dataclass `__init__` of the package reads that flag on
+# every call and, when it is set, calls the undecorated function directly. So the very
+# same instrumented module runs as if uninstrumented, in-process. (Uninstalling an import
+# hook does not un-decorate modules already imported, and a subprocess without the plugin
+# would pay a JAX import and compile per test.)
+#
+# With the checker on, it may catch the mistake first; its `TypeCheckError` (a
+# `TypeError`) says "parameter 'name'", which names the argument too, so it is accepted.
+
+
+@contextlib.contextmanager
+def typechecker_disabled():
+    """Switch the jaxtyping runtime checker off inside the block."""
+    old = jaxtyping.config.jaxtyping_disable
+    jaxtyping.config.update("jaxtyping_disable", True)
+    try:
+        yield
+    finally:
+        jaxtyping.config.update("jaxtyping_disable", old)
+
+
+@contextlib.contextmanager
+def raises_naming(names: str | tuple[str, ...], exception: type[Exception], *, checker: bool):
+    """Expect the block to raise a user error that names one of the arguments `names`.
+
+    With `checker=False` the jaxtyping checker is off and exactly the library's
+    `exception` is expected, its message naming an argument in backticks. With
+    `checker=True` the checker's `TypeCheckError` naming the parameter is accepted too.
+    """
+    names = (names,) if isinstance(names, str) else names
+    backticked = "|".join(f"`{re.escape(name)}`" for name in names)
+    if checker:
+        checked = "|".join(f"parameter '{re.escape(name)}'" for name in names)
+        with pytest.raises((exception, jaxtyping.TypeCheckError), match=f"{backticked}|{checked}"):
+            yield
+    else:
+        with typechecker_disabled(), pytest.raises(exception, match=backticked):
+            yield
+
+
+checker_modes = pytest.mark.parametrize("checker", [True, False], ids=["checker", "no-checker"])
+"""Parametrize a bad-input test over `checker` (see `raises_naming`)."""

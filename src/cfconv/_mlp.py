@@ -61,9 +61,7 @@ class MLP(eqx.Module):
     ) -> "MLP":
         """Build `num` independent MLPs as one `MLP` with a leading axis of size `num`."""
         num = check_int("num", num)
-        hidden = tuple(hidden)
-        make = eqx.filter_vmap(lambda k: cls(in_size, hidden, activation, key=k))
-        return make(jax.random.split(key, num))
+        return _build_stack(cls, num, in_size, tuple(hidden), activation, key)
 
     def __call__(self, x: Float[Array, " in_size"]) -> Float[Array, ""]:
         """Evaluate one (unstacked) MLP at one point."""
@@ -71,6 +69,15 @@ class MLP(eqx.Module):
         for layer in hidden:
             x = self.activation(layer(x))
         return last(x)[0]
+
+
+@eqx.filter_jit
+def _build_stack(cls, num, in_size, hidden, activation, key):
+    # Compiled once per configuration: eager construction would compile every random op
+    # of every layer shape separately, which takes seconds for a deep MLP.
+    return eqx.filter_vmap(lambda k: cls(in_size, hidden, activation, key=k))(
+        jax.random.split(key, num)
+    )
 
 
 def stack_size(stack: MLP) -> int:

@@ -1,0 +1,179 @@
+"""Kernel generators: parameter counts, layouts against a numpy reference, chunking."""
+
+import equinox as eqx
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import assert_tree_allclose
+from strategies import parameterizations, seeds
+
+import cfconv
+
+
+def _mlp_params(in_size, hidden):
+    """Hand count for one scalar-output MLP: weights plus biases of each layer."""
+    widths = [in_size, *hidden, 1]
+    return sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+
+
+@pytest.mark.parametrize(
+    "parameterization, in_size, num_mlps",
+    [("hw", 2, 3 * 5), ("hw_cin", 3, 5), ("hw_cout", 3, 3), ("hw_cin_cout", 4, 1)],
+)
+@pytest.mark.parametrize("hidden", [(2,), (8, 4), (32, 32, 32, 16, 16, 16, 8, 8, 8)])
+def test_parameter_count(parameterization, in_size, num_mlps, hidden):
+    generator = cfconv.KernelGenerator(3, 5, parameterization, hidden, key=jax.random.key(0))
+    # Real and imaginary MLPs: twice the MLPs of paper Table 1's "# of MLPs" / 2.
+    assert cfconv.parameter_count(generator) == 2 * num_mlps * _mlp_params(in_size, hidden)
+
+
+def test_paper_generator_sizes():
+    # The paper's single MLP [32, 32, 32, 16, 16, 16, 8, 8, 8, 1] on 4 coordinates:
+    # 4*32+32 + 2*(32*32+32) + 32*16+16 + 2*(16*16+16) + 16*8+8 + 2*(8*8+8) + 8*1+1 = 3633.
+    generator = cfconv.KernelGenerator(32, 32, "hw_cin_cout", key=jax.random.key(0))
+    assert cfconv.parameter_count(generator) == 2 * 3633
+    # The paper's "hw" MLPs [2, 1] on 2 coordinates: 2*2+2 + 2*1+1 = 9 per MLP.
+    generator = cfconv.KernelGenerator(3, 32, "hw", key=jax.random.key(0))
+    assert cfconv.parameter_count(generator) == 2 * 3 * 32 * 9
+
+
+def _numpy_mlp(generator_stack, index, x):
+    """Evaluate MLP `index` of a stack at points `x` in float64 numpy."""
+    layers = generator_stack.layers
+    activation = generator_stack.activation
+    h = np.asarray(x, np.float64)
+    for n, layer in enumerate(layers):
+        weight = np.asarray(layer.weight[index], np.float64)
+        bias = np.asarray(layer.bias[index], np.float64)
+        h = h @ weight.T + bias
+        if n < len(layers) - 1:
+            h = np.asarray(activation(jnp.asarray(h)), np.float64)
+    return h[..., 0]
+
+
+def _reference_kernel(generator, h, w, kind):
+    """Build the kernel entry by entry from the paper's definitions, in numpy."""
+    cin, cout = generator.in_channels, generator.out_channels
+    wf = w // 2 + 1
+    if kind == "frequency":
+        fy_axis = 2 * np.fft.fftfreq(h)
+        fx_axis = 2 * np.fft.rfftfreq(w)
+    else:
+        fy_axis = np.linspace(-1, 1, h) if h > 1 else np.zeros(1)
+        fx_axis = np.linspace(-1, 1, wf) if wf > 1 else np.zeros(1)
+    ci_axis = np.linspace(-1, 1, cin) if cin > 1 else np.zeros(1)
+    co_axis = np.linspace(-1, 1, cout) if cout > 1 else np.zeros(1)
+    kernel = np.zeros((cin, cout, h, wf), np.complex128)
+    p = generator.parameterization
+    for i in range(cin):
+        for o in range(cout):
+            fy, fx = np.meshgrid(fy_axis, fx_axis, indexing="ij")
+            ci = np.full_like(fy, ci_axis[i])
+            co = np.full_like(fy, co_axis[o])
+            if p == "hw":
+                index, x = i * cout + o, [fy, fx]
+            elif p == "hw_cin":  # one MLP per output channel, conditioned on c_in
+                index, x = o, [ci, fy, fx]
+            elif p == "hw_cout":  # one MLP per input channel, conditioned on c_out
+                index, x = i, [co, fy, fx]
+            else:
+                index, x = 0, [ci, co, fy, fx]
+            x = np.stack(x, axis=-1)
+            kernel[i, o] = _numpy_mlp(generator.real, index, x) + 1j * _numpy_mlp(
+                generator.imag, index, x
+            )
+    return kernel
+
+
+@hypothesis.given(
+    parameterization=parameterizations,
+    seed=seeds,
+    spatial=st.sampled_from([(4, 5), (5, 4), (3, 3)]),
+    kind=st.sampled_from(["frequency", "index"]),
+)
+def test_materialize_matches_reference(parameterization, seed, spatial, kind):
+    generator = cfconv.KernelGenerator(
+        2, 3, parameterization, (6, 5), coordinates=kind, key=jax.random.key(seed)
+    )
+    kernel = generator.materialize(spatial)
+    assert kernel.shape == (2, 3, spatial[0], spatial[1] // 2 + 1)
+    assert kernel.dtype == jnp.complex64
+    expected = _reference_kernel(generator, *spatial, kind)
+    np.testing.assert_allclose(np.asarray(kernel), expected, rtol=1e-5, atol=1e-5)
+
+
+@hypothesis.given(parameterization=parameterizations, seed=seeds)
+def test_pointwise_evaluation_matches_materialize(parameterization, seed):
+    key_generator, key_positions = jax.random.split(jax.random.key(seed))
+    generator = cfconv.KernelGenerator(2, 3, parameterization, (6,), key=key_generator)
+    kernel = generator.materialize((6, 5))
+    positions = cfconv.sample_positions(key_positions, kernel.shape, 40)
+    values = generator(positions, (6, 5))
+    assert values.shape == (40,)
+    assert_tree_allclose(values, kernel.reshape(-1)[positions])
+
+
+@pytest.mark.parametrize("parameterization", ["hw", "hw_cin", "hw_cout", "hw_cin_cout"])
+@pytest.mark.parametrize("chunk_size, unroll", [(1, 1), (7, 2), (64, 1), (10_000, 3)])
+def test_chunked_materialize_matches_dense(parameterization, chunk_size, unroll):
+    generator = cfconv.KernelGenerator(2, 3, parameterization, (5,), key=jax.random.key(1))
+    dense = generator.materialize((5, 6))
+    chunked = generator.materialize((5, 6), chunk_size=chunk_size, unroll=unroll)
+    assert_tree_allclose(dense, chunked)
+
+    def loss(g, **kwargs):
+        k = g.materialize((5, 6), **kwargs)
+        return jnp.sum(jnp.cos(jnp.real(k)) * jnp.imag(k))
+
+    dense_grad = eqx.filter_grad(loss)(generator)
+    chunked_grad = eqx.filter_grad(loss)(generator, chunk_size=chunk_size, unroll=unroll)
+    assert_tree_allclose(dense_grad, chunked_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_other_resolution():
+    generator = cfconv.KernelGenerator(1, 2, key=jax.random.key(0))
+    small = generator.materialize((8, 8))
+    large = generator.materialize((16, 16))
+    # Physical frequency coordinates: frequency k/8 of the 8x8 grid is frequency 2k/16 of
+    # the 16x16 grid (every other row and column there), and gets the same value.
+    assert_tree_allclose(small, large[:, :, ::2, ::2])
+
+
+def test_mlp_widths_and_stack():
+    mlp = cfconv.MLP(4, (3, 2), key=jax.random.key(0))
+    assert [layer.weight.shape for layer in mlp.layers] == [(3, 4), (2, 3), (1, 2)]
+    assert mlp(jnp.ones(4)).shape == ()
+    stack = cfconv.MLP.stack(5, 4, (3, 2), key=jax.random.key(0))
+    assert [layer.weight.shape for layer in stack.layers] == [(5, 3, 4), (5, 2, 3), (5, 1, 2)]
+    assert cfconv.parameter_count(stack) == 5 * cfconv.parameter_count(mlp)
+    # The stacked MLPs are independent draws.
+    assert not np.allclose(stack.layers[0].weight[0], stack.layers[0].weight[1])
+
+
+def test_activation_is_used():
+    key = jax.random.key(3)
+    relu = cfconv.KernelGenerator(1, 1, "hw", (8,), key=key).materialize((6, 6))
+    tanh = cfconv.KernelGenerator(1, 1, "hw", (8,), jnp.tanh, key=key).materialize((6, 6))
+    assert not np.allclose(relu, tanh)
+
+
+def test_bad_arguments():
+    key = jax.random.key(0)
+    # With the jaxtyping checker on (as in this suite), a name outside the `Literal` is
+    # caught by beartype first; without it, by the library. Both name the argument.
+    with pytest.raises((ValueError, TypeError), match="parameterization"):
+        cfconv.KernelGenerator(2, 2, "hw_cout_cin", key=key)  # pyright: ignore
+    with pytest.raises((ValueError, TypeError), match="coordinates"):
+        cfconv.KernelGenerator(2, 2, coordinates="polar", key=key)  # pyright: ignore
+    with pytest.raises(ValueError, match="`hidden`"):
+        cfconv.KernelGenerator(2, 2, hidden=(4, 0), key=key)
+    with pytest.raises(ValueError, match="`in_channels`"):
+        cfconv.KernelGenerator(0, 2, key=key)
+    generator = cfconv.KernelGenerator(2, 2, key=key)
+    with pytest.raises((ValueError, TypeError), match="spatial_shape"):
+        generator.materialize((4,))  # pyright: ignore
+    with pytest.raises(ValueError, match="`chunk_size`"):
+        generator.materialize((4, 4), chunk_size=0)
