@@ -120,3 +120,22 @@ def raises_naming(names: str | tuple[str, ...], exception: type[Exception], *, c
 
 checker_modes = pytest.mark.parametrize("checker", [True, False], ids=["checker", "no-checker"])
 """Parametrize a bad-input test over `checker` (see `raises_naming`)."""
+
+
+@contextlib.contextmanager
+def count_compilations():
+    """Count XLA compilations inside the block: `with count_compilations() as n: ...`,
+    then `n[0]` is the count. Deterministic (unlike timing), so it can be asserted: a
+    repeated call with the same shapes and dtypes should compile nothing."""
+    count = [0]
+
+    def listener(event, duration, **kwargs):
+        del duration, kwargs
+        if event == "/jax/core/compile/backend_compile_duration":
+            count[0] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield count
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)

@@ -20,3 +20,7 @@ grid_shapes = st.sampled_from([(1, 1, 4, 3), (2, 3, 5, 4), (3, 2, 8, 5), (1, 4, 
 parameterizations = st.sampled_from(["hw", "hw_cin", "hw_cout", "hw_cin_cout"])
 
 rates = st.sampled_from([0.05, 0.1, 0.5, 1.0])
+
+# Numbers of positions to sample: at most 12, the size of the smallest grid in
+# `grid_shapes`, so that every count is also valid without replacement.
+sample_counts = st.sampled_from([1, 6, 12])

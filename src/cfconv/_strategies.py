@@ -81,7 +81,7 @@ class Remat(AbstractStrategy):
     needs_key = False
 
     def __call__(self, generator, state, spatial_shape, *, key=None):
-        materialize = jax.checkpoint(lambda g: g.materialize(spatial_shape))
+        materialize = eqx.filter_checkpoint(lambda g: g.materialize(spatial_shape))
         return _dense_result(materialize(generator))
 
 

@@ -1,0 +1,246 @@
+"""CFConv2d and its kernel-phase strategies."""
+
+import equinox as eqx
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from helpers import assert_tree_allclose
+from strategies import parameterizations, seeds
+
+import cfconv
+
+
+SPATIAL = (6, 5)
+CIN, COUT = 2, 3
+
+
+def _setup(seed, parameterization="hw_cin_cout", batch=(4,)):
+    k_layer, k_state, k_x, k_c, k_bias = jax.random.split(jax.random.key(seed), 5)
+    layer = cfconv.CFConv2d(CIN, COUT, parameterization, (8, 8), key=k_layer)
+    # A non-zero bias, so that tests see it.
+    layer = eqx.tree_at(lambda l: l.bias, layer, jax.random.normal(k_bias, (COUT,)))
+    state = layer.init_state(SPATIAL, key=k_state)
+    x = jax.random.normal(k_x, batch + (CIN,) + SPATIAL)
+    c = jax.random.normal(k_c, batch + (COUT,) + SPATIAL)
+    return layer, state, x, c
+
+
+@eqx.filter_jit
+def _call(layer, x, state, strategy, key=None):
+    return layer(x, state, strategy=strategy, key=key)
+
+
+def _linear_loss(layer, state, x, c, strategy, key=None):
+    """A loss linear in the layer output, so gradients at different kernels agree."""
+    y, new_state = layer(x, state, strategy=strategy, key=key)
+    return jnp.sum(y * c), new_state
+
+
+@eqx.filter_jit
+def _generator_grad(layer, state, x, c, strategy, key=None):
+    grads, _ = eqx.filter_grad(_linear_loss, has_aux=True)(layer, state, x, c, strategy, key)
+    return grads.generator
+
+
+@hypothesis.given(parameterization=parameterizations, seed=seeds)
+def test_dense_strategies_agree(parameterization, seed):
+    layer, state, x, c = _setup(seed, parameterization)
+    strategies = [
+        cfconv.Dense(),
+        cfconv.Remat(),
+        cfconv.Chunked(chunk_size=7),
+        cfconv.Chunked(chunk_size=40, unroll=2),
+    ]
+    outputs = [_call(layer, x, state, s)[0] for s in strategies]
+    grads = [_generator_grad(layer, state, x, c, s) for s in strategies]
+    for out, grad in zip(outputs[1:], grads[1:]):
+        assert_tree_allclose(out, outputs[0])
+        assert_tree_allclose(grad, grads[0], rtol=1e-4, atol=1e-4)
+    # The dense kernel is the generator's, independently of the state, and is stored.
+    kernel = layer.generator.materialize(SPATIAL)
+    expected = jax.vmap(cfconv.spectral_conv, (0, None))(x, kernel)
+    assert_tree_allclose(outputs[0], expected + layer.bias[None, :, None, None], rtol=1e-4, atol=1e-4)
+    _, new_state = _call(layer, x, state, "dense")
+    assert_tree_allclose(new_state.kernel, kernel)
+
+
+@hypothesis.given(
+    parameterization=parameterizations,
+    seed=seeds,
+    rate=st.sampled_from([0.1, 0.5, 1.0]),
+    chunk_size=st.sampled_from([None, 50]),
+)
+def test_sparse_with_every_position_is_ema_of_dense(parameterization, seed, rate, chunk_size):
+    layer, state, x, c = _setup(seed, parameterization)
+    size = int(np.prod(state.kernel.shape))
+    sparse = cfconv.Sparse(num=size, rate=rate, replace=False, chunk_size=chunk_size)
+    key = jax.random.key(seed + 1)
+    y, new_state = _call(layer, x, state, sparse, key)
+
+    dense = np.asarray(layer.generator.materialize(SPATIAL), np.complex128)
+    blended = np.asarray(state.kernel, np.complex128) * (1 - rate) + rate * dense
+    expected = np.fft.irfft2(
+        np.einsum("bihw,iohw->bohw", np.fft.rfft2(np.asarray(x, np.float64)), blended),
+        s=SPATIAL,
+    ) + np.asarray(layer.bias, np.float64)[:, None, None]
+    assert_tree_allclose(y, expected.astype(np.float32), rtol=1e-4, atol=1e-4)
+    assert_tree_allclose(new_state.kernel, blended.astype(np.complex64), rtol=1e-5, atol=1e-5)
+
+    # The loss is linear in the kernel, so the sparse gradient is exactly `rate` times the
+    # dense one (the EMA weighs the generator's values by `rate`).
+    sparse_grad = _generator_grad(layer, state, x, c, sparse, key)
+    dense_grad = _generator_grad(layer, state, x, c, cfconv.Dense())
+    scaled = jax.tree.map(lambda g: rate * g, dense_grad)
+    assert_tree_allclose(sparse_grad, scaled, rtol=1e-4, atol=1e-5)
+
+
+@hypothesis.given(parameterization=parameterizations, seed=seeds)
+def test_sparse_gradient_only_through_sampled_entries(parameterization, seed):
+    layer, state, x, c = _setup(seed, parameterization)
+    rate, num = 0.3, 25
+    sparse = cfconv.Sparse(num=num, rate=rate, replace=False)
+    key = jax.random.key(seed + 1)
+    positions = sparse.sample(layer.generator, SPATIAL, key=key)
+    mask = np.zeros(state.kernel.size, bool)
+    mask[np.asarray(positions)] = True
+    mask = jnp.asarray(mask.reshape(state.kernel.shape))
+
+    # Reference: the dense generator's kernel, masked to the sampled entries. The state is
+    # a constant, so the gradient is rate * (gradient of the loss at the masked kernel).
+    def reference_loss(generator):
+        kernel = jnp.where(mask, rate * generator.materialize(SPATIAL), 0)
+        y = jax.vmap(cfconv.spectral_conv, (0, None))(x, kernel)
+        return jnp.sum(y * c)
+
+    expected = eqx.filter_grad(reference_loss)(layer.generator)
+    got = _generator_grad(layer, state, x, c, sparse, key)
+    assert_tree_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+    # No gradient reaches the state, and unsampled entries keep their stored values.
+    def state_loss(state):
+        return _linear_loss(layer, state, x, c, sparse, key)[0]
+
+    state_grad = jax.jit(jax.grad(state_loss))(state)
+    assert np.all(np.asarray(state_grad.kernel) == 0)
+    _, new_state = _call(layer, x, state, sparse, key)
+    unchanged = ~np.asarray(mask)
+    np.testing.assert_array_equal(
+        np.asarray(new_state.kernel)[unchanged], np.asarray(state.kernel)[unchanged]
+    )
+    assert not np.allclose(np.asarray(new_state.kernel)[~unchanged],
+                           np.asarray(state.kernel)[~unchanged])  # fmt: skip
+
+
+@hypothesis.given(seed=seeds, replace=st.booleans())
+def test_sparse_scan_equals_vmap(seed, replace):
+    layer, state, x, c = _setup(seed)
+    key = jax.random.key(seed + 2)
+    vmapped = cfconv.Sparse(num=64, replace=replace)
+    scanned = cfconv.Sparse(num=64, replace=replace, chunk_size=24, unroll=2)
+    y1, s1 = _call(layer, x, state, vmapped, key)
+    y2, s2 = _call(layer, x, state, scanned, key)
+    assert_tree_allclose((y1, s1), (y2, s2))
+    g1 = _generator_grad(layer, state, x, c, vmapped, key)
+    g2 = _generator_grad(layer, state, x, c, scanned, key)
+    assert_tree_allclose(g1, g2, rtol=1e-4, atol=1e-5)
+
+
+def test_stored_inference_uses_the_state_only():
+    layer, state, x, _ = _setup(0)
+    y, new_state = layer(x, state, strategy="stored")
+    assert new_state is state
+    expected = jax.vmap(layer.apply, (0, None))(x, state.kernel)
+    assert_tree_allclose(y, expected)
+    # The generator is not used: breaking it changes nothing.
+    broken = eqx.tree_at(lambda l: l.generator.real.layers[0].weight, layer,
+                         replace_fn=lambda w: w * jnp.nan)  # fmt: skip
+    assert_tree_allclose(broken(x, state, strategy=cfconv.Stored())[0], y)
+
+
+def test_batch_axes():
+    layer, state, x, _ = _setup(0, batch=(2, 3))
+    y, _ = layer(x, state, strategy="stored")
+    assert y.shape == (2, 3, COUT) + SPATIAL
+    single, _ = layer(x[1, 2], state, strategy="stored")
+    assert single.shape == (COUT,) + SPATIAL
+    assert_tree_allclose(y[1, 2], single)
+
+
+def test_training_step_compiles_once():
+    layer, state, x, c = _setup(0)
+    strategy = cfconv.Sparse(num=32)
+
+    @eqx.filter_jit
+    @eqx.debug.assert_max_traces(max_traces=1)
+    def step(layer, state, key):
+        (loss, new_state), grads = eqx.filter_value_and_grad(_linear_loss, has_aux=True)(
+            layer, state, x, c, strategy, key
+        )
+        return loss, new_state, grads
+
+    for i in range(3):
+        _, state, _ = step(layer, state, jax.random.key(i))
+
+
+@pytest.mark.parametrize("strategy", [cfconv.Sparse(num=48, rate=0.5), cfconv.Chunked(30)])
+def test_training_fits_a_dense_reference(strategy):
+    """Sparse and dense training both learn a target reachable by the generator."""
+    k_target, k_layer, k_state, k_x = jax.random.split(jax.random.key(42), 4)
+    target = cfconv.KernelGenerator(CIN, COUT, "hw_cin_cout", (8, 8), key=k_target)
+    target_kernel = target.materialize(SPATIAL)
+    layer = cfconv.CFConv2d(CIN, COUT, "hw_cin_cout", (8, 8), key=k_layer)
+    # Start the stored kernel from the generator, as after dense warm-up.
+    state = cfconv.KernelState(layer.generator.materialize(SPATIAL))
+    optimizer = optax.adam(3e-3)
+    opt_state = optimizer.init(eqx.filter(layer, eqx.is_inexact_array))
+
+    def loss_fn(layer, state, x, key):
+        y, new_state = layer(x, state, strategy=strategy, key=key)
+        y_target = jax.vmap(cfconv.spectral_conv, (0, None))(x, target_kernel)
+        return jnp.mean((y - y_target) ** 2), new_state
+
+    @eqx.filter_jit
+    def step(layer, state, opt_state, key):
+        k_x, k_s = jax.random.split(key)
+        x = jax.random.normal(k_x, (8, CIN) + SPATIAL)
+        (loss, state), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(
+            layer, state, x, k_s
+        )
+        updates, opt_state = optimizer.update(grads, opt_state)
+        return eqx.apply_updates(layer, updates), state, opt_state, loss
+
+    losses = []
+    for key in jax.random.split(k_x, 400):
+        layer, state, opt_state, loss = step(layer, state, opt_state, key)
+        losses.append(float(loss))
+    assert np.mean(losses[-20:]) < 0.05 * np.mean(losses[:5])
+    # After training, inference from the stored kernel agrees with the generator's.
+    x = jax.random.normal(k_state, (2, CIN) + SPATIAL)
+    y_stored, _ = layer(x, state, strategy="stored")
+    y_dense, _ = layer(x, state, strategy="dense")
+    assert float(jnp.mean((y_stored - y_dense) ** 2)) < 0.1 * np.mean(losses[:5])
+
+
+def test_bad_arguments():
+    layer, state, x, _ = _setup(0)
+    with pytest.raises(ValueError, match="`strategy`"):
+        layer(x, state, strategy="sparse-ish")
+    with pytest.raises(ValueError, match="`key`"):
+        layer(x, state, strategy="sparse")
+    wrong_state = layer.init_state((6, 6), key=jax.random.key(0))
+    with pytest.raises(ValueError, match="`state`"):
+        layer(x, wrong_state, strategy="stored")
+    with pytest.raises((ValueError, TypeError), match="x"):
+        layer(x[:, :1], state, strategy="stored")
+    with pytest.raises((ValueError, TypeError), match="x"):
+        layer(x[0, 0], state, strategy="stored")
+    with pytest.raises(ValueError, match="`num`"):
+        layer(x, state, strategy=cfconv.Sparse(num=10_000, replace=False), key=jax.random.key(0))
+    with pytest.raises(ValueError, match="`rate`"):
+        cfconv.Sparse(rate=0.0)
+    with pytest.raises(ValueError, match="`chunk_size`"):
+        cfconv.Chunked(chunk_size=0)
