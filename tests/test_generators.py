@@ -7,10 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_tree_allclose
-from strategies import parameterizations, seeds
 
 import cfconv
+from helpers import assert_tree_allclose
+from strategies import parameterizations, seeds
 
 
 def _mlp_params(in_size, hidden):

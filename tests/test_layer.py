@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import assert_tree_allclose
-from strategies import parameterizations, seeds
 
 import cfconv
+from helpers import assert_tree_allclose
+from strategies import parameterizations, seeds
 
 
 SPATIAL = (6, 5)
@@ -22,7 +22,7 @@ def _setup(seed, parameterization="hw_cin_cout", batch=(4,)):
     k_layer, k_state, k_x, k_c, k_bias = jax.random.split(jax.random.key(seed), 5)
     layer = cfconv.CFConv2d(CIN, COUT, parameterization, (8, 8), key=k_layer)
     # A non-zero bias, so that tests see it.
-    layer = eqx.tree_at(lambda l: l.bias, layer, jax.random.normal(k_bias, (COUT,)))
+    layer = eqx.tree_at(lambda m: m.bias, layer, jax.random.normal(k_bias, (COUT,)))
     state = layer.init_state(SPATIAL, key=k_state)
     x = jax.random.normal(k_x, batch + (CIN,) + SPATIAL)
     c = jax.random.normal(k_c, batch + (COUT,) + SPATIAL)
@@ -63,7 +63,9 @@ def test_dense_strategies_agree(parameterization, seed):
     # The dense kernel is the generator's, independently of the state, and is stored.
     kernel = layer.generator.materialize(SPATIAL)
     expected = jax.vmap(cfconv.spectral_conv, (0, None))(x, kernel)
-    assert_tree_allclose(outputs[0], expected + layer.bias[None, :, None, None], rtol=1e-4, atol=1e-4)
+    assert_tree_allclose(
+        outputs[0], expected + layer.bias[None, :, None, None], rtol=1e-4, atol=1e-4
+    )
     _, new_state = _call(layer, x, state, "dense")
     assert_tree_allclose(new_state.kernel, kernel)
 
@@ -83,10 +85,13 @@ def test_sparse_with_every_position_is_ema_of_dense(parameterization, seed, rate
 
     dense = np.asarray(layer.generator.materialize(SPATIAL), np.complex128)
     blended = np.asarray(state.kernel, np.complex128) * (1 - rate) + rate * dense
-    expected = np.fft.irfft2(
-        np.einsum("bihw,iohw->bohw", np.fft.rfft2(np.asarray(x, np.float64)), blended),
-        s=SPATIAL,
-    ) + np.asarray(layer.bias, np.float64)[:, None, None]
+    expected = (
+        np.fft.irfft2(
+            np.einsum("bihw,iohw->bohw", np.fft.rfft2(np.asarray(x, np.float64)), blended),
+            s=SPATIAL,
+        )
+        + np.asarray(layer.bias, np.float64)[:, None, None]
+    )
     assert_tree_allclose(y, expected.astype(np.float32), rtol=1e-4, atol=1e-4)
     assert_tree_allclose(new_state.kernel, blended.astype(np.complex64), rtol=1e-5, atol=1e-5)
 
@@ -156,7 +161,7 @@ def test_stored_inference_uses_the_state_only():
     expected = jax.vmap(layer.apply, (0, None))(x, state.kernel)
     assert_tree_allclose(y, expected)
     # The generator is not used: breaking it changes nothing.
-    broken = eqx.tree_at(lambda l: l.generator.real.layers[0].weight, layer,
+    broken = eqx.tree_at(lambda m: m.generator.real.layers[0].weight, layer,
                          replace_fn=lambda w: w * jnp.nan)  # fmt: skip
     assert_tree_allclose(broken(x, state, strategy=cfconv.Stored())[0], y)
 

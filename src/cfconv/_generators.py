@@ -92,8 +92,7 @@ class KernelGenerator(eqx.Module):
         """
         if parameterization not in PARAMETERIZATIONS:
             raise ValueError(
-                f"`parameterization` must be one of {PARAMETERIZATIONS}, "
-                f"got {parameterization!r}"
+                f"`parameterization` must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
             )
         if coordinates not in COORDINATE_KINDS:
             raise ValueError(

@@ -12,8 +12,7 @@ def _check_kernel(kernel, cin: int, h: int, wf: int, *, what: str) -> None:
     kcin, _, kh, kwf = kernel.shape
     if kcin != cin:
         raise ValueError(
-            f"`kernel` has {kcin} input channels but {what} has {cin} "
-            f"(kernel shape {kernel.shape})"
+            f"`kernel` has {kcin} input channels but {what} has {cin} (kernel shape {kernel.shape})"
         )
     if (kh, kwf) != (h, wf):
         raise ValueError(

@@ -2,6 +2,7 @@
 
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 from jaxtyping import ArrayLike, PRNGKeyArray, Real
 

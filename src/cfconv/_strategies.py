@@ -1,6 +1,7 @@
 """Kernel-phase strategies: how a layer turns its generator and state into this step's kernel."""
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -27,7 +28,8 @@ class AbstractStrategy(eqx.Module):
     state to carry to the next step (without gradient). Subclass it to try new schemes.
     """
 
-    needs_key: eqx.AbstractClassVar[bool]
+    needs_key: ClassVar[bool] = False
+    """Whether the strategy samples, and so needs a PRNG key."""
 
     @abc.abstractmethod
     def __call__(
@@ -65,8 +67,6 @@ class Dense(AbstractStrategy):
     kernel.
     """
 
-    needs_key = False
-
     def __call__(self, generator, state, spatial_shape, *, key=None):
         return _dense_result(generator.materialize(spatial_shape))
 
@@ -77,8 +77,6 @@ class Remat(AbstractStrategy):
     Only the generated kernel is kept for the backward pass; the MLP activations are
     recomputed then. The backward pass still evaluates every position at once.
     """
-
-    needs_key = False
 
     def __call__(self, generator, state, spatial_shape, *, key=None):
         materialize = eqx.filter_checkpoint(lambda g: g.materialize(spatial_shape))
@@ -94,7 +92,6 @@ class Chunked(AbstractStrategy):
 
     chunk_size: int = eqx.field(static=True, default=2**16)
     unroll: int = eqx.field(static=True, default=1)
-    needs_key = False
 
     def __check_init__(self):
         check_int("chunk_size", self.chunk_size)
@@ -127,7 +124,7 @@ class Sparse(AbstractStrategy):
     replace: bool = eqx.field(static=True, default=True)
     chunk_size: int | None = eqx.field(static=True, default=None)
     unroll: int = eqx.field(static=True, default=1)
-    needs_key = True
+    needs_key: ClassVar[bool] = True
 
     def __check_init__(self):
         check_int("num", self.num)
@@ -155,9 +152,7 @@ class Sparse(AbstractStrategy):
         def body(_, chunk_positions):
             return None, generator(chunk_positions, spatial_shape)
 
-        _, values = jax.lax.scan(
-            body, None, padded.reshape(n_chunks, chunk), unroll=self.unroll
-        )
+        _, values = jax.lax.scan(body, None, padded.reshape(n_chunks, chunk), unroll=self.unroll)
         return values.reshape(-1)[:num]
 
     def __call__(self, generator, state, spatial_shape, *, key=None):
@@ -165,16 +160,12 @@ class Sparse(AbstractStrategy):
             raise ValueError("`key` is required by the Sparse strategy (it samples positions)")
         positions = self.sample(generator, spatial_shape, key=key)
         values = self.evaluate(generator, positions, spatial_shape)
-        kernel = ema_update(
-            jax.lax.stop_gradient(state), positions, values, rate=self.rate
-        ).kernel
+        kernel = ema_update(jax.lax.stop_gradient(state), positions, values, rate=self.rate).kernel
         return kernel, KernelState(jax.lax.stop_gradient(kernel))
 
 
 class Stored(AbstractStrategy):
     """Use the stored kernel as it is: inference without evaluating any MLP."""
-
-    needs_key = False
 
     def __call__(self, generator, state, spatial_shape, *, key=None):
         return state.kernel, state
@@ -197,6 +188,5 @@ def resolve_strategy(strategy: "AbstractStrategy | str") -> AbstractStrategy:
     if isinstance(strategy, str) and strategy in STRATEGIES:
         return STRATEGIES[strategy]()
     raise ValueError(
-        f"`strategy` must be one of {tuple(STRATEGIES)} or an AbstractStrategy, "
-        f"got {strategy!r}"
+        f"`strategy` must be one of {tuple(STRATEGIES)} or an AbstractStrategy, got {strategy!r}"
     )
