@@ -39,7 +39,7 @@ def docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def bench(session: nox.Session) -> None:
     """Benchmarks (not yet available)."""
     session.error("benchmarks come in a later issue; there is nothing to run yet")

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, Real
 
 from ._custom_types import FourierKernel, Image
-from ._errors import check_array
+from ._errors import check_array, check_shape
 from ._generators import CoordinateKind, KernelGenerator, Parameterization
 from ._spectral import spectral_conv
 from ._state import KernelState, init_kernel_state
@@ -20,7 +20,7 @@ class CFConv2d(eqx.Module):
 
     The layer holds parameters only. The stored kernel lives in an explicit
     [`cfconv.KernelState`][] that callers pass in and get back, and a training step has
-    two phases (see the guide):
+    two phases:
 
     1. [`CFConv2d.kernel`][cfconv.CFConv2d.kernel], once per step for the whole batch:
        a strategy turns the generator and the state into this step's kernel and the next
@@ -82,7 +82,7 @@ class CFConv2d(eqx.Module):
     ) -> KernelState:
         """A fresh state for images of `spatial_shape`, uniform in `[-scale, scale]`
         (see [`cfconv.init_kernel_state`][])."""
-        h, w = self.generator.grid_shape(spatial_shape)[2], spatial_shape[1]
+        h, w = check_shape("spatial_shape", spatial_shape, rank=2)
         return init_kernel_state(self.in_channels, self.out_channels, h, w, key=key, scale=scale)
 
     def kernel(
@@ -99,7 +99,7 @@ class CFConv2d(eqx.Module):
 
         - `state`: the layer's [`cfconv.KernelState`][].
         - `spatial_shape`: the image size `(h, w)`.
-        - `strategy`: an [`cfconv.AbstractStrategy`][] or the name of one (`"dense"`,
+        - `strategy`: a [`cfconv.AbstractStrategy`][] or the name of one (`"dense"`,
           `"remat"`, `"chunked"`, `"sparse"`, `"stored"`, with default settings).
         - `key`: a PRNG key; required by `"sparse"`.
 
