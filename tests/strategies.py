@@ -24,3 +24,6 @@ rates = st.sampled_from([0.05, 0.1, 0.5, 1.0])
 # Numbers of positions to sample: at most 12, the size of the smallest grid in
 # `grid_shapes`, so that every count is also valid without replacement.
 sample_counts = st.sampled_from([1, 6, 12])
+
+# (cin, cout, h, w) of a layer: odd and even widths, one and several channels.
+layer_sizes = st.sampled_from([(1, 1, 4, 4), (2, 3, 5, 6), (3, 2, 6, 5), (1, 4, 7, 7)])

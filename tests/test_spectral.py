@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_tree_allclose, checker_modes, raises_naming
-from strategies import image_shapes, out_channels, seeds
 
 import cfconv
+from helpers import assert_tree_allclose, checker_modes, raises_naming
+from strategies import image_shapes, out_channels, seeds
 
 
 # ---------------------------------------------------------------------------------------

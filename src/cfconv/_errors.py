@@ -39,7 +39,9 @@ def check_shape(name: str, shape: Any, *, rank: int | None = None) -> tuple[int,
 
 def check_rate(rate: Any) -> None:
     """Raise if a concrete `rate` lies outside (0, 1]; traced rates are checked later."""
-    if isinstance(rate, (int, float, np.number)) and not isinstance(rate, bool):
+    if isinstance(rate, bool):
+        raise TypeError(f"`rate` must be a number in (0, 1], got {rate!r}")
+    if isinstance(rate, (int, float, np.number)):
         if not 0.0 < float(rate) <= 1.0:
             raise ValueError(f"`rate` must be in (0, 1], got {rate}")
 

@@ -1,5 +1,6 @@
 """Sampling kernel positions, and mapping them to generator coordinates."""
 
+import functools
 import math
 from typing import Literal
 
@@ -87,6 +88,7 @@ def _duplicates(positions: Int[Array, " num"]) -> Bool[Array, " num"]:
     return jnp.zeros(positions.shape, bool).at[order].set(repeat)
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def _distinct_positions(key: PRNGKeyArray, size: int, num: int, dtype: jnp.dtype) -> Positions:
     # Every step of this process treats all grid labels alike, so the law of the final set is
     # invariant under relabelling the grid: every `num`-subset is equally likely.

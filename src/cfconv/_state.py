@@ -4,6 +4,7 @@ import equinox as eqx
 import jax
 import jax.core
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import ArrayLike, PRNGKeyArray, Real
 
 from ._custom_types import FourierKernel, KernelValues, Positions
@@ -163,14 +164,17 @@ def ema_update(
     if not isinstance(rate, (int, float)):
         rate = jnp.asarray(rate)
         rate = eqx.error_if(rate, (rate <= 0) | (rate > 1), "`rate` must be in (0, 1]")
-    if not isinstance(positions, jax.core.Tracer):
-        size = kernel.size
-        if positions.size and (int(positions.min()) < 0 or int(positions.max()) >= size):
+    if not isinstance(positions, jax.core.Tracer) and positions.size:
+        # Concrete positions (eager, or closed over by a traced function): check on the host.
+        host = np.asarray(positions)
+        low, high = int(host.min()), int(host.max())
+        if low < 0 or high >= kernel.size:
             raise ValueError(
-                f"`positions` must lie in [0, {size}) for a kernel of shape {kernel.shape}, "
-                f"got values in [{int(positions.min())}, {int(positions.max())}]"
+                f"`positions` must lie in [0, {kernel.size}) for a kernel of shape "
+                f"{kernel.shape}, got values in [{low}, {high}]"
             )
     flat = kernel.reshape(-1)
     old = flat[positions]
-    new = old + rate * (values.astype(kernel.dtype) - old)
+    # This form is exact at rate=1 (the sampled entries are overwritten).
+    new = (1 - rate) * old + rate * values.astype(kernel.dtype)
     return KernelState(flat.at[positions].set(new).reshape(kernel.shape))
