@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import cfconv
-from helpers import assert_tree_allclose
+from helpers import assert_tree_allclose, checker_modes, raises_naming
 from strategies import parameterizations, seeds
 
 
@@ -160,20 +160,53 @@ def test_activation_is_used():
     assert not np.allclose(relu, tanh)
 
 
-def test_bad_arguments():
-    key = jax.random.key(0)
-    # With the jaxtyping checker on (as in this suite), a name outside the `Literal` is
-    # caught by beartype first; without it, by the library. Both name the argument.
-    with pytest.raises((ValueError, TypeError), match="parameterization"):
-        cfconv.KernelGenerator(2, 2, "hw_cout_cin", key=key)  # pyright: ignore
-    with pytest.raises((ValueError, TypeError), match="coordinates"):
-        cfconv.KernelGenerator(2, 2, coordinates="polar", key=key)  # pyright: ignore
-    with pytest.raises(ValueError, match="`hidden`"):
-        cfconv.KernelGenerator(2, 2, hidden=(4, 0), key=key)
-    with pytest.raises(ValueError, match="`in_channels`"):
-        cfconv.KernelGenerator(0, 2, key=key)
-    generator = cfconv.KernelGenerator(2, 2, key=key)
-    with pytest.raises((ValueError, TypeError), match="spatial_shape"):
-        generator.materialize((4,))  # pyright: ignore
-    with pytest.raises(ValueError, match="`chunk_size`"):
-        generator.materialize((4, 4), chunk_size=0)
+_KEY = jax.random.key(0)
+
+
+@checker_modes
+@pytest.mark.parametrize(
+    "make, name, exception",
+    [
+        (
+            lambda: cfconv.KernelGenerator(2, 2, "hw_cout_cin", key=_KEY),
+            "parameterization",
+            ValueError,
+        ),
+        (
+            lambda: cfconv.KernelGenerator(2, 2, coordinates="polar", key=_KEY),
+            "coordinates",
+            ValueError,
+        ),
+        (lambda: cfconv.KernelGenerator(2, 2, hidden=(4, 0), key=_KEY), "hidden", ValueError),
+        (lambda: cfconv.KernelGenerator(0, 2, key=_KEY), "in_channels", ValueError),
+        (
+            lambda: cfconv.KernelGenerator(2, 2, key=_KEY).materialize((4,)),
+            "spatial_shape",
+            ValueError,
+        ),
+        (
+            lambda: cfconv.KernelGenerator(2, 2, key=_KEY).materialize((4, 4), chunk_size=0),
+            "chunk_size",
+            ValueError,
+        ),
+        (
+            lambda: cfconv.KernelGenerator(2, 2, key=_KEY)(jnp.zeros(3), (4, 4)),
+            "positions",
+            TypeError,
+        ),
+        (lambda: cfconv.MLP(2, (3,), activation=None, key=_KEY), "activation", TypeError),
+    ],  # fmt: skip
+    ids=[
+        "parameterization",
+        "coordinates",
+        "hidden",
+        "channels",
+        "spatial_shape",
+        "chunk_size",
+        "float-positions",
+        "activation",
+    ],  # fmt: skip
+)
+def test_bad_arguments(make, name, exception, checker):
+    with raises_naming(name, exception, checker=checker):
+        make()

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import cfconv
-from helpers import assert_tree_allclose
+from helpers import assert_tree_allclose, checker_modes, raises_naming
 from strategies import parameterizations, seeds
 
 
@@ -230,22 +230,34 @@ def test_training_fits_a_dense_reference(strategy):
     assert float(jnp.mean((y_stored - y_dense) ** 2)) < 0.1 * np.mean(losses[:5])
 
 
-def test_bad_arguments():
+def _bad_calls():
     layer, state, x, _ = _setup(0)
-    with pytest.raises(ValueError, match="`strategy`"):
-        layer(x, state, strategy="sparse-ish")
-    with pytest.raises(ValueError, match="`key`"):
-        layer(x, state, strategy="sparse")
     wrong_state = layer.init_state((6, 6), key=jax.random.key(0))
-    with pytest.raises(ValueError, match="`state`"):
-        layer(x, wrong_state, strategy="stored")
-    with pytest.raises((ValueError, TypeError), match="x"):
-        layer(x[:, :1], state, strategy="stored")
-    with pytest.raises((ValueError, TypeError), match="x"):
-        layer(x[0, 0], state, strategy="stored")
-    with pytest.raises(ValueError, match="`num`"):
-        layer(x, state, strategy=cfconv.Sparse(num=10_000, replace=False), key=jax.random.key(0))
-    with pytest.raises(ValueError, match="`rate`"):
-        cfconv.Sparse(rate=0.0)
-    with pytest.raises(ValueError, match="`chunk_size`"):
-        cfconv.Chunked(chunk_size=0)
+    key = jax.random.key(0)
+    return [
+        ("unknown-strategy", lambda: layer(x, state, strategy="sparse-ish"), "strategy",
+         ValueError),
+        ("missing-key", lambda: layer(x, state, strategy="sparse"), "key", ValueError),
+        ("state-shape", lambda: layer(x, wrong_state, strategy="stored"), "state", ValueError),
+        ("not-a-state", lambda: layer(x, state.kernel, strategy="stored"), "state", TypeError),
+        ("x-channels", lambda: layer(x[:, :1], state, strategy="stored"), "x", ValueError),
+        ("x-rank", lambda: layer(x[0, 0], state, strategy="stored"), "x", ValueError),
+        ("num-too-large",
+         lambda: layer(x, state, strategy=cfconv.Sparse(num=10_000, replace=False), key=key),
+         "num", ValueError),
+        ("rate-zero", lambda: cfconv.Sparse(rate=0.0), "rate", ValueError),
+        ("num-zero", lambda: cfconv.Sparse(num=0), "num", ValueError),
+        ("chunk-zero", lambda: cfconv.Chunked(chunk_size=0), "chunk_size", ValueError),
+    ]  # fmt: skip
+
+
+_BAD_CALLS = _bad_calls()
+
+
+@checker_modes
+@pytest.mark.parametrize(
+    "call, name, exception", [c[1:] for c in _BAD_CALLS], ids=[c[0] for c in _BAD_CALLS]
+)
+def test_bad_arguments(call, name, exception, checker):
+    with raises_naming(name, exception, checker=checker):
+        call()
