@@ -1,9 +1,6 @@
-"""The `cfconv` command line."""
+"""`cfconv filters`: learn known filters with sparse updates and with the dense gradient."""
 
-import argparse
-import sys
 import time
-from collections.abc import Sequence
 
 import equinox as eqx
 import jax
@@ -11,11 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._layer import CFConv2d
-from ._mlp import parameter_count
-from ._spectral import spectral_conv
-from ._state import KernelState
-from ._strategies import AbstractStrategy, Chunked, Sparse
+from .._layer import CFConv2d
+from .._mlp import parameter_count
+from .._spectral import spectral_conv
+from .._state import KernelState
+from .._strategies import AbstractStrategy, Chunked, Sparse
 
 
 def _target_kernel(channels: int, size: int):
@@ -73,13 +70,13 @@ def _fit(strategy: AbstractStrategy, args, key) -> tuple[list[float], float]:
     return losses, seconds
 
 
-def demo(args) -> int:
+def fit_filters(args) -> int:
     """Fit Sobel filters with sparse updates and with the exact dense gradient."""
     size = args.image_size
     grid = 3 * 2 * size * (size // 2 + 1)
     num = min(args.positions, grid)
     print(
-        f"cfconv demo: learn two Sobel filters (3 -> 2 channels) on {size}x{size} "
+        f"cfconv filters: learn two Sobel filters (3 -> 2 channels) on {size}x{size} "
         f"smooth random images, {args.steps} Adam steps of batch {args.batch_size}.\n"
         f"The kernel grid has {grid} positions; sparse updates evaluate {num} per step."
     )
@@ -103,16 +100,8 @@ def demo(args) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="cfconv", description="Continuous Fourier Convolutions in JAX."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser(
-        "demo",
-        help="fit a CF-Conv layer to known filters, sparse vs dense (about a minute on CPU)",
-        description=demo.__doc__,
-    )
+def add_arguments(p) -> None:
+    """The options of `cfconv filters`."""
     p.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
     p.add_argument("--batch-size", type=int, default=16, help="images per step (default 16)")
     p.add_argument("--image-size", type=int, default=32, help="image height=width (default 32)")
@@ -122,13 +111,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=0.5, help="sparse EMA rate (default 0.5)")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    args = parser.parse_args(argv)
-    if args.steps < 2:
-        parser.error(f"--steps must be at least 2, got {args.steps}")
-    if not 0 < args.rate <= 1:
-        parser.error(f"--rate must be in (0, 1], got {args.rate}")
-    return demo(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

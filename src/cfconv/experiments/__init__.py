@@ -1,0 +1,1 @@
+"""Small experiments behind `cfconv` subcommands."""

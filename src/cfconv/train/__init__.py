@@ -1,0 +1,33 @@
+"""Training: jitted steps composable in your own loop, checkpoints, and the loop of
+`cfconv train`."""
+
+from ._checkpoint import (
+    load_checkpoint as load_checkpoint,
+    load_metadata as load_metadata,
+    save_checkpoint as save_checkpoint,
+)
+from ._loop import (
+    STRATEGY_NAMES as STRATEGY_NAMES,
+    NonFiniteLossError as NonFiniteLossError,
+    TrainConfig as TrainConfig,
+    fit as fit,
+)
+from ._step import (
+    loss_and_accuracy as loss_and_accuracy,
+    make_eval_step as make_eval_step,
+    make_train_step as make_train_step,
+)
+
+
+__all__ = [
+    "STRATEGY_NAMES",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "fit",
+    "load_checkpoint",
+    "load_metadata",
+    "loss_and_accuracy",
+    "make_eval_step",
+    "make_train_step",
+    "save_checkpoint",
+]

@@ -1,0 +1,310 @@
+"""The training loop behind `cfconv train`: epochs, evaluation, checkpoints, resume."""
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import sys
+import time
+from typing import Any, TextIO
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .._mlp import parameter_count
+from .._strategies import AbstractStrategy, Chunked, Dense, Remat, Sparse
+from ..data import Dataset, augment, batches, num_batches
+from ..models import MODEL_NAMES, make_model
+from ._checkpoint import atomic_write, load_checkpoint, load_metadata, save_checkpoint
+from ._step import make_eval_step, make_train_step
+
+
+STRATEGY_NAMES: tuple[str, ...] = ("naive", "remat", "scan", "sparse-scan", "sparse-vmap")
+"""The paper's training methods (Tables 2 and 3), as `cfconv train --strategy` names."""
+
+CHECKPOINT_FILE = "checkpoint.eqx"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (and must match when resuming).
+
+    **Fields:**
+
+    - `model`: one of `cfconv.models.MODEL_NAMES`.
+    - `strategy`: one of `STRATEGY_NAMES` (ignored by the spatial CNN).
+    - `positions`: positions sampled per step and layer by the sparse strategies.
+    - `rate`: the sparse EMA rate (the paper's 0.1).
+    - `chunk_size`: positions per chunk for `scan` and `sparse-scan`.
+    - `image_size`: images are `image_size x image_size`.
+    - `epochs`: the total number of epochs (a resumed run continues up to it).
+    - `batch_size`, `lr`, `seed`: as usual (Adam optimizer).
+    - `width`, `depth`: filters per layer and number of convolution layers.
+    - `mlp_hidden`: the generator MLPs' hidden widths (`None`: the model's default).
+    - `augment`: random flips, shifts, brightness and contrast on training batches.
+    """
+
+    model: str = "hw_cin_cout"
+    strategy: str = "sparse-vmap"
+    positions: int = 2**12
+    rate: float = 0.1
+    chunk_size: int = 2**15
+    image_size: int = 8
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    seed: int = 0
+    width: int = 32
+    depth: int = 6
+    mlp_hidden: tuple[int, ...] | None = None
+    augment: bool = True
+
+    def __post_init__(self):
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"`model` must be one of {MODEL_NAMES}, got {self.model!r}")
+        if self.strategy not in STRATEGY_NAMES:
+            raise ValueError(f"`strategy` must be one of {STRATEGY_NAMES}, got {self.strategy!r}")
+        for name in ("positions", "chunk_size", "image_size", "epochs", "batch_size", "width",
+                     "depth"):  # fmt: skip
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        if not 0 < self.rate <= 1:
+            raise ValueError(f"`rate` must be in (0, 1], got {self.rate}")
+        if not self.lr > 0:
+            raise ValueError(f"`lr` must be positive, got {self.lr}")
+
+    def kernel_strategy(self) -> AbstractStrategy:
+        """The core strategy for `strategy`."""
+        return {
+            "naive": lambda: Dense(),
+            "remat": lambda: Remat(),
+            "scan": lambda: Chunked(chunk_size=self.chunk_size),
+            "sparse-scan": lambda: Sparse(self.positions, self.rate, chunk_size=self.chunk_size),
+            "sparse-vmap": lambda: Sparse(self.positions, self.rate),
+        }[self.strategy]()
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "TrainConfig":
+        data = dict(data)
+        if data.get("mlp_hidden") is not None:
+            data["mlp_hidden"] = tuple(data["mlp_hidden"])
+        return cls(**data)
+
+
+# Fields that may differ between a run and its resumption.
+_RESUMABLE = {"epochs"}
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; one line per epoch otherwise."""
+
+    def __init__(self, stream: TextIO | None, total: int, epoch: int, epochs: int):
+        self.stream, self.total, self.epoch, self.epochs = stream, total, epoch, epochs
+        self.tty = stream is not None and stream.isatty()
+        self.last = 0.0
+
+    def update(self, step: int, loss: float, accuracy: float, rate: float, force=False):
+        if self.stream is None or not self.tty:
+            return
+        now = time.perf_counter()
+        if not force and now - self.last < 0.2:
+            return
+        self.last = now
+        filled = int(20 * step / max(1, self.total))
+        bar = "#" * filled + "." * (20 - filled)
+        self.stream.write(
+            f"\repoch {self.epoch}/{self.epochs} [{bar}] {step}/{self.total} "
+            f"loss {loss:.4f} acc {accuracy:.3f} {rate:.0f} ex/s"
+        )
+        self.stream.flush()
+
+    def close(self, line: str):
+        if self.stream is None:
+            return
+        self.stream.write(("\r" if self.tty else "") + line + " " * 10 + "\n")
+        self.stream.flush()
+
+
+def _standardizer(data: Dataset):
+    """Per-channel standardisation with the training set's mean and standard deviation."""
+    pixels = data.images.reshape(-1, data.channels).astype(np.float64) / 255.0
+    mean = pixels.mean(axis=0).reshape(1, -1, 1, 1).astype(np.float32)
+    std = np.maximum(pixels.std(axis=0), 1e-3).reshape(1, -1, 1, 1).astype(np.float32)
+
+    def standardize(images):
+        return (images - mean) / std
+
+    return standardize
+
+
+def _evaluate(eval_step, model, states, dataset: Dataset, batch_size: int) -> tuple[float, float]:
+    totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0}
+    for images, labels in batches(dataset, batch_size, shuffle=False, drop_remainder=False):
+        metrics = eval_step(model, states, images, labels)
+        for name in totals:
+            totals[name] += float(metrics[name])
+    return totals["loss_sum"] / totals["count"], totals["correct"] / totals["count"]
+
+
+def fit(
+    config: TrainConfig,
+    train_data: Dataset,
+    val_data: Dataset,
+    *,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    metrics_out: str | os.PathLike | None = None,
+    log: TextIO | None = sys.stderr,
+) -> dict[str, Any]:
+    """Train a model as `cfconv train` does, and return its metrics.
+
+    Each epoch: shuffled batches (a function of `seed` and the epoch), one jitted
+    [`cfconv.train.make_train_step`][] per batch, evaluation on `val_data` with the
+    stored kernels, then (optionally) an atomic checkpoint of the model, kernel states,
+    optimizer state, PRNG key and metrics. All randomness derives from `seed` and the
+    epoch and step numbers, so a resumed run reproduces an uninterrupted one.
+
+    **Arguments:**
+
+    - `config`: a [`cfconv.train.TrainConfig`][].
+    - `train_data`, `val_data`: [`cfconv.data.Dataset`][]s of the same image shape.
+    - `checkpoint_dir`: where to keep `checkpoint.eqx` (written after every epoch).
+    - `resume`: continue from the checkpoint in `checkpoint_dir` if there is one.
+    - `metrics_out`: write the metrics as JSON there after every epoch.
+    - `log`: where the progress goes (`None`: silent).
+
+    **Returns:**
+
+    `{"config", "params", "epochs": [per-epoch metrics], "val_acc"}`.
+
+    **Raises:**
+
+    `NonFiniteLossError` when a loss is NaN or infinite (nothing is saved for that epoch).
+    """
+    image_size = (config.image_size, config.image_size)
+    for name, data in (("train_data", train_data), ("val_data", val_data)):
+        if data.image_shape != image_size:
+            raise ValueError(
+                f"`{name}` holds {data.image_shape} images but `config.image_size` is "
+                f"{config.image_size}"
+            )
+    key = jax.random.key(config.seed)
+    k_model, k_states, k_train = jax.random.split(key, 3)
+    kwargs = {} if config.mlp_hidden is None else {"mlp_hidden": config.mlp_hidden}
+    if config.model == "spatial":
+        kwargs = {}
+    model = make_model(
+        config.model,
+        in_channels=train_data.channels,
+        num_classes=train_data.num_classes,
+        width=config.width,
+        depth=config.depth,
+        key=k_model,
+        **kwargs,
+    )
+    states = model.init_states(image_size, key=k_states)
+    optimizer = optax.adam(config.lr)
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    key_data = jax.random.key_data(k_train)
+    history: list[dict[str, Any]] = []
+    start_epoch, step = 0, 0
+
+    path = None if checkpoint_dir is None else pathlib.Path(checkpoint_dir) / CHECKPOINT_FILE
+    if resume and path is not None and path.exists():
+        saved = TrainConfig.from_json(load_metadata(path)["config"])
+        different = {
+            f.name
+            for f in dataclasses.fields(TrainConfig)
+            if getattr(saved, f.name) != getattr(config, f.name)
+        } - _RESUMABLE
+        if different:
+            raise ValueError(
+                f"cannot resume from {path}: the checkpoint was made with different "
+                f"settings for {sorted(different)}"
+            )
+        like = (model, states, opt_state, key_data)
+        (model, states, opt_state, key_data), metadata = load_checkpoint(path, like)
+        start_epoch, step, history = metadata["epoch"], metadata["step"], metadata["history"]
+        if log is not None:
+            log.write(f"resumed from {path} after epoch {start_epoch}\n")
+    k_train = jax.random.wrap_key_data(key_data)
+
+    augment_fn = augment if config.augment else None
+    standardize = _standardizer(train_data)
+    train_step = make_train_step(optimizer, config.kernel_strategy(), image_size,
+                                 augment=augment_fn, preprocess=standardize)  # fmt: skip
+    eval_step = make_eval_step(image_size, preprocess=standardize)
+    steps_per_epoch = num_batches(train_data, config.batch_size, drop_remainder=True)
+    params = parameter_count(model)
+
+    def result() -> dict[str, Any]:
+        return {
+            "config": config.to_json(),
+            "params": params,
+            "epochs": history,
+            "val_acc": history[-1]["val_acc"] if history else None,
+        }
+
+    for epoch in range(start_epoch, config.epochs):
+        epoch_key = jax.random.fold_in(k_train, epoch)
+        progress = _Progress(log, steps_per_epoch, epoch + 1, config.epochs)
+        losses, accuracies = [], []
+        start = time.perf_counter()
+        data = batches(train_data, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch)
+        for i, (images, labels) in enumerate(data):
+            model, states, opt_state, metrics = train_step(
+                model, states, opt_state, images, labels, jax.random.fold_in(epoch_key, i)
+            )
+            losses.append(metrics["loss"])
+            accuracies.append(metrics["accuracy"])
+            step += 1
+            if progress.tty:
+                seen = (i + 1) * config.batch_size
+                progress.update(i + 1, float(losses[-1]), float(accuracies[-1]),
+                                seen / (time.perf_counter() - start))  # fmt: skip
+        train_loss = float(jnp.mean(jnp.stack(losses)))
+        seconds = time.perf_counter() - start
+        if not math.isfinite(train_loss):
+            bad = int(np.argmin(np.isfinite(np.asarray(jnp.stack(losses)))))
+            kept = f"; the last good checkpoint (epoch {epoch}) is kept at {path}" if path else ""
+            raise NonFiniteLossError(
+                f"non-finite training loss in epoch {epoch + 1} (first at step {bad + 1}): "
+                f"stopping{kept}. Try a lower --lr."
+            )
+        train_acc = float(jnp.mean(jnp.stack(accuracies)))
+        val_loss, val_acc = _evaluate(eval_step, model, states, val_data, config.batch_size)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "step_time": seconds / steps_per_epoch,
+            "examples_per_s": steps_per_epoch * config.batch_size / seconds,
+        }
+        history.append(record)
+        progress.close(
+            f"epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.4f} acc {train_acc:.3f}"
+            f" | val loss {val_loss:.4f} acc {val_acc:.3f} | {record['step_time'] * 1e3:.1f} ms"
+            f"/step, {record['examples_per_s']:.0f} ex/s"
+        )
+        if path is not None:
+            metadata = {"config": config.to_json(), "epoch": epoch + 1, "step": step,
+                        "history": history}  # fmt: skip
+            save_checkpoint(path, (model, states, opt_state, key_data), metadata)
+        if metrics_out is not None:
+            text = json.dumps(result(), indent=2).encode()
+            atomic_write(metrics_out, lambda f: f.write(text))
+    return result()

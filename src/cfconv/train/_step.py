@@ -1,0 +1,147 @@
+"""Jitted training and evaluation steps, composable in users' own loops."""
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
+
+from .._strategies import AbstractStrategy, Stored, resolve_strategy
+
+
+class Model(Protocol):
+    """What the training steps need of a model (see `cfconv.models`)."""
+
+    num_outputs: int
+
+    def init_states(self, image_size: tuple[int, int], *, key: PRNGKeyArray) -> tuple: ...
+
+    def kernels(
+        self, states: tuple, image_size: tuple[int, int], strategy: Any, *, key: Any = None
+    ) -> tuple[tuple, tuple]: ...
+
+    def __call__(self, x: Array, kernels: tuple) -> Array: ...
+
+
+def loss_and_accuracy(
+    logits: Float[Array, "batch outputs"], labels: Int[Array, " batch"]
+) -> tuple[Float[Array, ""], Float[Array, ""]]:
+    """Mean classification loss and accuracy of a batch of logits.
+
+    One output means two classes: sigmoid and binary cross-entropy, as in the paper.
+    Several outputs: softmax cross-entropy.
+
+    **Arguments:**
+
+    - `logits`: shape `(batch, outputs)`.
+    - `labels`: integer class labels, shape `(batch,)`.
+
+    **Returns:**
+
+    `(loss, accuracy)`, two scalars.
+    """
+    if logits.shape[-1] == 1:
+        logit = logits[:, 0]
+        losses = optax.sigmoid_binary_cross_entropy(logit, labels.astype(logit.dtype))
+        predictions = (logit > 0).astype(labels.dtype)
+    else:
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        predictions = jnp.argmax(logits, axis=-1).astype(labels.dtype)
+    return jnp.mean(losses), jnp.mean((predictions == labels).astype(jnp.float32))
+
+
+TrainStep = Callable[..., tuple[Any, tuple, PyTree, dict[str, Array]]]
+
+
+def make_train_step(
+    optimizer: optax.GradientTransformation,
+    strategy: AbstractStrategy | str,
+    image_size: tuple[int, int],
+    *,
+    augment: Callable[[PRNGKeyArray, Array], Array] | None = None,
+    preprocess: Callable[[Array], Array] | None = None,
+) -> TrainStep:
+    """Build a jitted training step.
+
+    The step is `(model, states, opt_state, images, labels, key) ->
+    (model, states, opt_state, metrics)` with `metrics = {"loss": ..., "accuracy": ...}`.
+    The kernel phase runs once for the batch; the convolution phase per example under
+    `jax.vmap`. The model's arrays, the kernel states and the optimizer state are donated
+    (their buffers are reused for the outputs), so do not use the passed-in values after
+    the call.
+
+    **Arguments:**
+
+    - `optimizer`: an Optax optimizer; `opt_state = optimizer.init(eqx.filter(model,
+      eqx.is_inexact_array))`.
+    - `strategy`: the kernel-phase strategy of CF-Conv layers (ignored by models without
+      any).
+    - `image_size`: `(h, w)` of the images.
+    - `augment`: optional `augment(key, images) -> images` applied to each batch inside
+      the step (training only).
+    - `preprocess`: optional `preprocess(images) -> images` applied after `augment`, e.g.
+      standardisation (give the same one to [`cfconv.train.make_eval_step`][]).
+
+    **Returns:**
+
+    The step function.
+    """
+    strategy = resolve_strategy(strategy)
+
+    def loss_fn(params, static, states, images, labels, key):
+        model = eqx.combine(params, static)
+        kernels, new_states = model.kernels(states, image_size, strategy, key=key)
+        logits = jax.vmap(model, in_axes=(0, None))(images, kernels)
+        loss, accuracy = loss_and_accuracy(logits, labels)
+        return loss, (new_states, accuracy)
+
+    def step(params, static, states, opt_state, images, labels, key):
+        key_kernels, key_augment = jax.random.split(key)
+        if augment is not None:
+            images = augment(key_augment, images)
+        if preprocess is not None:
+            images = preprocess(images)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (loss, (states, accuracy)), grads = grad_fn(
+            params, static, states, images, labels, key_kernels
+        )
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return params, states, opt_state, {"loss": loss, "accuracy": accuracy}
+
+    jitted = jax.jit(step, static_argnums=1, donate_argnums=(0, 2, 3))
+
+    def train_step(model, states, opt_state, images, labels, key):
+        params, static = eqx.partition(model, eqx.is_inexact_array)
+        params, states, opt_state, metrics = jitted(
+            params, static, states, opt_state, images, labels, key
+        )
+        return eqx.combine(params, static), states, opt_state, metrics
+
+    return train_step
+
+
+def make_eval_step(
+    image_size: tuple[int, int], *, preprocess: Callable[[Array], Array] | None = None
+) -> Callable[..., dict[str, Array]]:
+    """Build a jitted evaluation step `(model, states, images, labels) -> metrics`.
+
+    CF-Conv layers use their stored kernels ([`cfconv.Stored`][]): no MLP is evaluated.
+    `metrics` holds the batch sums `"loss_sum"` and `"correct"`, and `"count"`, so that
+    batches of different sizes combine exactly.
+    """
+
+    @eqx.filter_jit
+    def eval_step(model, states, images, labels):
+        if preprocess is not None:
+            images = preprocess(images)
+        kernels, _ = model.kernels(states, image_size, Stored())
+        logits = jax.vmap(model, in_axes=(0, None))(images, kernels)
+        loss, accuracy = loss_and_accuracy(logits, labels)
+        count = labels.shape[0]
+        return {"loss_sum": loss * count, "correct": accuracy * count, "count": count}
+
+    return eval_step

@@ -1,0 +1,260 @@
+"""Training steps, the training loop, checkpoints and resume, and the command line."""
+
+import json
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from PIL import Image
+
+import cfconv
+from cfconv import cli
+from cfconv.data import Dataset
+from cfconv.models import make_model
+from cfconv.train import (
+    NonFiniteLossError,
+    TrainConfig,
+    fit,
+    load_checkpoint,
+    load_metadata,
+    loss_and_accuracy,
+    make_eval_step,
+    make_train_step,
+    save_checkpoint,
+)
+
+
+def _toy_dataset(n: int, size: int = 8, seed: int = 0) -> Dataset:
+    """Horizontal (class 1) or vertical (class 0) stripes of random period and phase, in
+    noise: a translation-invariant task, learnable by circular (Fourier) convolutions."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    period = rng.uniform(2.5, 5, (n, 1, 1))
+    phase = rng.uniform(0, 2 * np.pi, (n, 1, 1))
+    rows, cols = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    along = np.where(labels[:, None, None] == 1, rows[None], cols[None])
+    stripes = np.sin(2 * np.pi * along / period + phase)
+    images = 128 + 70 * stripes + rng.normal(0, 25, (n, size, size))
+    images = np.clip(images, 0, 255)[..., None]
+    return Dataset(images.astype(np.uint8), labels.astype(np.int32), ("vertical", "horizontal"))
+
+
+SMALL = dict(width=4, depth=2, image_size=8, batch_size=16, seed=0)
+
+
+def test_loss_and_accuracy_against_numpy():
+    logits = jnp.asarray([[2.0], [-1.0], [0.5]])
+    labels = jnp.asarray([1, 1, 0])
+    loss, accuracy = loss_and_accuracy(logits, labels)
+    z, y = np.array([2.0, -1.0, 0.5]), np.array([1, 1, 0])
+    expected = np.mean(
+        -(y * np.log(1 / (1 + np.exp(-z))) + (1 - y) * np.log(1 - 1 / (1 + np.exp(-z))))
+    )
+    assert np.isclose(float(loss), expected, rtol=1e-6)
+    assert np.isclose(float(accuracy), 1 / 3)
+    logits = jnp.asarray([[0.0, 1.0, 3.0], [2.0, 0.0, 0.0]])
+    loss, accuracy = loss_and_accuracy(logits, jnp.asarray([2, 1]))
+    probs = np.exp(np.asarray(logits)) / np.exp(np.asarray(logits)).sum(1, keepdims=True)
+    assert np.isclose(float(loss), -np.mean(np.log([probs[0, 2], probs[1, 1]])), rtol=1e-6)
+    assert np.isclose(float(accuracy), 0.5)
+
+
+@pytest.mark.parametrize("name", ["spatial", "hw_cin_cout"])
+def test_train_step_shapes_and_metrics(name):
+    model = make_model(name, in_channels=1, num_classes=3, width=4, depth=2, key=jax.random.key(0))
+    states = model.init_states((8, 8), key=jax.random.key(1))
+    optimizer = optax.adam(1e-3)
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    step = make_train_step(optimizer, cfconv.Sparse(num=64), (8, 8))
+    images = jax.random.uniform(jax.random.key(2), (5, 1, 8, 8))
+    labels = jnp.asarray([0, 1, 2, 0, 1])
+    new_model, new_states, opt_state, metrics = step(
+        model, states, opt_state, images, labels, jax.random.key(3)
+    )
+    assert set(metrics) == {"loss", "accuracy"}
+    assert metrics["loss"].shape == () and np.isfinite(float(metrics["loss"]))
+    assert 0 <= float(metrics["accuracy"]) <= 1
+    assert jax.tree.structure(new_states) == jax.tree.structure(states)
+    assert eqx.tree_equal(jax.tree.structure(new_model), jax.tree.structure(model))
+    evaluate = make_eval_step((8, 8))
+    totals = evaluate(new_model, new_states, images, labels)
+    assert int(totals["count"]) == 5
+    assert 0 <= float(totals["correct"]) <= 5
+
+
+@pytest.mark.parametrize("strategy", ["naive", "remat", "scan", "sparse-scan", "sparse-vmap"])
+def test_every_strategy_learns_the_toy_task(strategy):
+    data = _toy_dataset(256)
+    train, val = cfconv.data.train_val_split(data, val_fraction=0.25, seed=0)
+    # Sparse updates: a quarter of the grid per step, blended at rate 0.5.
+    config = TrainConfig(model="hw_cin_cout", strategy=strategy, positions=160, rate=0.5,
+                         chunk_size=100, epochs=4, lr=3e-3, augment=False, **SMALL)  # fmt: skip
+    result = fit(config, train, val, log=None)
+    losses = [e["train_loss"] for e in result["epochs"]]
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert result["val_acc"] > 0.7
+
+
+def test_spatial_baseline_learns_the_toy_task():
+    data = _toy_dataset(256)
+    train, val = cfconv.data.train_val_split(data, val_fraction=0.25, seed=0)
+    config = TrainConfig(model="spatial", epochs=4, lr=3e-3, augment=False, **SMALL)
+    result = fit(config, train, val, log=None)
+    assert result["epochs"][-1]["train_loss"] < 0.8 * result["epochs"][0]["train_loss"]
+    assert result["val_acc"] > 0.7
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = make_model("hw", in_channels=1, num_classes=2, width=4, depth=2, key=jax.random.key(0))
+    states = model.init_states((8, 8), key=jax.random.key(1))
+    tree = (model, states, jax.random.key_data(jax.random.key(5)))
+    path = tmp_path / "sub" / "c.eqx"
+    save_checkpoint(path, tree, {"epoch": 3, "note": "x"})
+    assert load_metadata(path) == {"epoch": 3, "note": "x"}
+    like = (
+        make_model("hw", in_channels=1, num_classes=2, width=4, depth=2, key=jax.random.key(9)),
+        model.init_states((8, 8), key=jax.random.key(9)),
+        jax.random.key_data(jax.random.key(0)),
+    )
+    loaded, metadata = load_checkpoint(path, like)
+    assert metadata["epoch"] == 3
+    assert eqx.tree_equal(eqx.filter(loaded, eqx.is_array), eqx.filter(tree, eqx.is_array))
+    # No temporary files are left behind.
+    assert sorted(p.name for p in path.parent.iterdir()) == ["c.eqx"]
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    path = tmp_path / "c.eqx"
+    save_checkpoint(path, (jnp.ones(3),), {"epoch": 1})
+    before = path.read_bytes()
+
+    # A tree that fails half-way through serialisation (a typed PRNG key cannot be saved
+    # as it is, only its key data) must leave the old file intact.
+    bad = (jnp.zeros(3), jax.random.key(0))
+    with pytest.raises(Exception):
+        save_checkpoint(path, bad, {"epoch": 2})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.eqx"]
+    with pytest.raises(ValueError, match="`path`"):
+        load_checkpoint(tmp_path / "missing.eqx", (jnp.ones(3),))
+    (tmp_path / "junk.eqx").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="`path`"):
+        load_metadata(tmp_path / "junk.eqx")
+
+
+_COMPARED = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
+
+
+@pytest.mark.parametrize("model", ["spatial", "hw_cin_cout"])
+def test_resume_reproduces_an_uninterrupted_run(tmp_path, model):
+    data = _toy_dataset(96)
+    train, val = cfconv.data.train_val_split(data, val_fraction=0.25, seed=0)
+    config = TrainConfig(model=model, positions=64, epochs=3, **SMALL)
+    full = fit(config, train, val, checkpoint_dir=tmp_path / "a", log=None)
+    fit(TrainConfig(model=model, positions=64, epochs=1, **SMALL), train, val,
+        checkpoint_dir=tmp_path / "b", log=None)  # fmt: skip
+    resumed = fit(config, train, val, checkpoint_dir=tmp_path / "b", resume=True, log=None)
+    assert [[e[k] for k in _COMPARED] for e in resumed["epochs"]] == [
+        [e[k] for k in _COMPARED] for e in full["epochs"]
+    ]
+    # A resumed run refuses other settings (except the number of epochs).
+    other = TrainConfig(model=model, positions=64, epochs=3, **{**SMALL, "seed": 1})
+    with pytest.raises(ValueError, match="seed"):
+        fit(other, train, val, checkpoint_dir=tmp_path / "b", resume=True, log=None)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    data = _toy_dataset(64)
+    train, val = cfconv.data.train_val_split(data, val_fraction=0.25, seed=0)
+    config = TrainConfig(model="spatial", epochs=3, **SMALL)
+    real = make_train_step
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        step = real(*args, **kwargs)
+
+        def wrapped(*a):
+            out = step(*a)
+            calls["n"] += 1
+            if calls["n"] > 3:  # epoch 2 (3 steps per epoch) goes wrong
+                out[3]["loss"] = jnp.nan
+            return out
+
+        return wrapped
+
+    monkeypatch.setattr("cfconv.train._loop.make_train_step", poisoned)
+    with pytest.raises(NonFiniteLossError, match="epoch 2"):
+        fit(config, train, val, checkpoint_dir=tmp_path, log=None)
+    assert load_metadata(tmp_path / "checkpoint.eqx")["epoch"] == 1
+
+
+def _image_folder(root, n_per_class=12, size=10):
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["cat", "dog"]):
+        (root / name).mkdir(parents=True)
+        for i in range(n_per_class):
+            array = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+            array[:, : size // 2] //= 1 + c
+            Image.fromarray(array).save(root / name / f"{i}.png")
+
+
+def test_cli_train_on_an_image_folder(tmp_path, capsys):
+    _image_folder(tmp_path / "images")
+    out = tmp_path / "metrics.json"
+    code = cli.main(["train", "--data", str(tmp_path / "images"), "--image-size", "8",
+                     "--model", "hw", "--width", "4", "--depth", "2", "--epochs", "2",
+                     "--batch-size", "4", "--metrics-out", str(out),
+                     "--checkpoint", str(tmp_path / "ckpt")])  # fmt: skip
+    assert code == 0
+    metrics = json.loads(out.read_text())
+    assert len(metrics["epochs"]) == 2
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "step_time", "examples_per_s"):
+        assert key in metrics["epochs"][0]
+    assert metrics["params"] > 0 and metrics["val_acc"] == metrics["epochs"][-1]["val_acc"]
+    assert "final validation accuracy" in capsys.readouterr().out
+    # Resume to 3 epochs: one more epoch is appended.
+    code = cli.main(["train", "--data", str(tmp_path / "images"), "--image-size", "8",
+                     "--model", "hw", "--width", "4", "--depth", "2", "--epochs", "3",
+                     "--batch-size", "4", "--metrics-out", str(out),
+                     "--checkpoint", str(tmp_path / "ckpt"), "--resume"])  # fmt: skip
+    assert code == 0
+    assert [e["epoch"] for e in json.loads(out.read_text())["epochs"]] == [1, 2, 3]
+
+
+def test_cli_train_on_the_digits(tmp_path):
+    out = tmp_path / "m.json"
+    argv = ["train", "--model", "spatial", "--width", "4", "--depth", "2", "--epochs", "1"]
+    code = cli.main([*argv, "--max-per-class", "20", "--metrics-out", str(out)])
+    assert code == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["config"]["image_size"] == 8
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["demo"], ["filters"]])
+def test_cli_help(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main([*command, "--help"])
+    assert info.value.code == 0
+    assert "usage: cfconv" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--model", "resnet"], "--model"),
+        (["train", "--strategy", "dense"], "--strategy"),
+        (["train", "--rate", "0"], "--rate"),
+        (["train", "--epochs", "0"], "--epochs"),
+        (["train", "--mlp-hidden", "3,x"], "--mlp-hidden"),
+        (["train", "--resume"], "--resume"),
+    ],
+)
+def test_cli_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code != 0
+    captured = capsys.readouterr()
+    assert message in captured.err + str(info.value.code)
