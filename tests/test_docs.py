@@ -1,22 +1,27 @@
 """The documentation stays in step with the package.
 
-These checks need no MkDocs: the API pages document every public name exactly once,
-every `::: target` and every cross-reference names a real object, and the code in the
-quickstart and the README runs.
+These checks need no MkDocs: the API pages document every public name of `cfconv` and
+of its subpackages exactly once, every `::: target` and every cross-reference names a
+real object, the command-line page covers every option, and the code in the quickstart
+and the README runs.
 """
 
 import importlib
+import inspect
 import pathlib
 import re
 
 import pytest
 
-import cfconv
+from cfconv.cli import main
 
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 API_PAGES = sorted((DOCS / "api").glob("*.md"))
+# Each module's `__all__` is documented in `::: MODULE.NAME` lines of docs/api/.
+PUBLIC_MODULES = ["cfconv", "cfconv.data", "cfconv.models", "cfconv.train"]
+CLI_COMMANDS = ["demo", "train", "filters"]
 
 _DIRECTIVE = re.compile(r"^:::\s+(\S+)\s*$", re.MULTILINE)
 # [`cfconv.name`][] and [text][cfconv.name]: mkdocstrings cross-references.
@@ -60,17 +65,35 @@ def test_api_pages_exist():
     assert API_PAGES, "no docs/api/*.md pages found"
 
 
-def test_every_public_name_documented_once():
-    counts = {name: 0 for name in cfconv.__all__}
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+def test_every_public_name_documented_once(module_name):
+    module = importlib.import_module(module_name)
+    counts = {name: 0 for name in module.__all__}
+    assert counts, f"{module_name}.__all__ is empty"
     for page in API_PAGES:
         for target in _DIRECTIVE.findall(page.read_text()):
-            module, _, name = target.rpartition(".")
-            if module == "cfconv" and name in counts:
+            parent, _, name = target.rpartition(".")
+            if parent == module_name and name in counts:
                 counts[name] += 1
     missing = sorted(name for name, n in counts.items() if n == 0)
     repeated = sorted(name for name, n in counts.items() if n > 1)
-    assert not missing, f"not in any `::: cfconv.NAME` line of docs/api/: {missing}"
-    assert not repeated, f"in more than one `::: cfconv.NAME` line: {repeated}"
+    assert not missing, f"not in any `::: {module_name}.NAME` line of docs/api/: {missing}"
+    assert not repeated, f"in more than one `::: {module_name}.NAME` line: {repeated}"
+
+
+def test_directives_document_public_names():
+    # A name that resolves but is not exported, such as `cfconv.__version__`, is no API.
+    for page, target in _directives():
+        parent, _, name = target.rpartition(".")
+        if parent not in PUBLIC_MODULES:
+            continue
+        try:
+            if inspect.ismodule(_resolve(target)):
+                continue
+        except (ImportError, AttributeError):
+            continue  # reported by test_directives_resolve
+        public = importlib.import_module(parent).__all__
+        assert name in public, f"docs/{page}: `::: {target}`: {name!r} is not in {parent}.__all__"
 
 
 def test_directives_resolve():
@@ -106,3 +129,23 @@ def test_python_blocks_run(path):
     for i, block in enumerate(blocks):
         code = compile(block, f"{path}[python block {i}]", "exec")
         exec(code, namespace)
+
+
+def _options(command: str, capsys: pytest.CaptureFixture[str]) -> set[str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    usage = capsys.readouterr().out
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", usage)) - {"--help"}
+
+
+@pytest.mark.parametrize("command", CLI_COMMANDS)
+def test_cli_options_documented(command, capsys):
+    options = _options(command, capsys)
+    assert options, f"`cfconv {command} --help` lists no options"
+    page = (DOCS / "cli.md").read_text()
+    # The page's section for the command runs from its heading to the next one.
+    section = re.search(rf"^## `cfconv {command}`$(.*?)(?=^## |\Z)", page, re.M | re.S)
+    assert section, f"docs/cli.md has no section headed: ## `cfconv {command}`"
+    missing = sorted(o for o in options if f"`{o}" not in section.group(1))
+    assert not missing, f"docs/cli.md: options of `cfconv {command}` not documented: {missing}"

@@ -2,6 +2,8 @@
 
 import importlib.metadata
 
+# The subpackages, so that `import cfconv` is enough for `cfconv.models.make_model(...)`.
+from . import data as data, models as models, train as train
 from ._generators import (
     DEFAULT_HIDDEN as DEFAULT_HIDDEN,
     PARAMETERIZATIONS as PARAMETERIZATIONS,

@@ -223,16 +223,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "networks, run the demo, and small experiments.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = commands.add_parser(
-        "train", help=train.__doc__, description=train.__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )  # fmt: skip
+    p = commands.add_parser("train", help=train.__doc__, description=train.__doc__)
     _add_train_arguments(p)
     p.set_defaults(run=train)
 
     p = commands.add_parser("demo", help=demo.__doc__, description=demo.__doc__)
     p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per model (10)")
-    p.add_argument("--positions", type=_positive_int, default=2**12, help="sparse positions")
+    p.add_argument("--positions", type=_positive_int, default=2**12, help="sparse positions (4096)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     p.add_argument("--json", action="store_true", help="also print the results as JSON")
@@ -241,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = commands.add_parser(
         "filters", help=_filters.fit_filters.__doc__, description=_filters.fit_filters.__doc__
     )
-    _filters.add_arguments(p)
+    _filters.add_arguments(p, _positive_int)
     p.set_defaults(run=_filters.fit_filters)
 
     args = parser.parse_args(argv)
@@ -255,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "filters":
         if args.steps < 2:
             parser.error(f"--steps must be at least 2, got {args.steps}")
+        if args.image_size < 4:
+            parser.error(f"--image-size must be at least 4, got {args.image_size}")
         if not 0 < args.rate <= 1:
             parser.error(f"--rate must be in (0, 1], got {args.rate}")
     return args.run(args)

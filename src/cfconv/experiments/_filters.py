@@ -100,13 +100,20 @@ def fit_filters(args) -> int:
     return 0
 
 
-def add_arguments(p) -> None:
+def add_arguments(p, positive_int) -> None:
     """The options of `cfconv filters`."""
-    p.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per step (default 16)")
-    p.add_argument("--image-size", type=int, default=32, help="image height=width (default 32)")
+    p.add_argument("--steps", type=positive_int, default=300, help="training steps (default 300)")
     p.add_argument(
-        "--positions", type=int, default=2**10, help="positions per sparse step (default 1024)"
+        "--batch-size", type=positive_int, default=16, help="images per step (default 16)"
+    )
+    p.add_argument(
+        "--image-size", type=positive_int, default=32, help="image height=width (default 32)"
+    )
+    p.add_argument(
+        "--positions",
+        type=positive_int,
+        default=2**10,
+        help="positions per sparse step (default 1024)",
     )
     p.add_argument("--rate", type=float, default=0.5, help="sparse EMA rate (default 0.5)")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")

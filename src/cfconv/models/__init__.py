@@ -41,8 +41,8 @@ $$\underbrace{32 \cdot 128 + 128}_{4{,}224} + \underbrace{128 \cdot 64 + 64}_{8{
   (`"hw_cin"`) or per input channel (`"hw_cout"`), real and imaginary. This keeps both
   near the spatial CNN's count ([`MLP_HIDDEN`][cfconv.models.MLP_HIDDEN]).
 - `"hw_cin_cout"`: one MLP $[32, 32, 32, 16, 16, 16, 8, 8, 8, 1]$ on 4 inputs per layer,
-  real and imaginary: $(4 \cdot 32 + 32) + 2 (32 \cdot 32 + 32) + (32 \cdot 16 + 16)
-  + 2 (16 \cdot 16 + 16) + (16 \cdot 8 + 8) + 2 (8 \cdot 8 + 8) + (8 + 1) = 3{,}633$.
+  real and imaginary: $(4 \cdot 32 + 32) + 2 (32 \cdot 32 + 32) + (32 \cdot 16 + 16) +
+  2 (16 \cdot 16 + 16) + (16 \cdot 8 + 8) + 2 (8 \cdot 8 + 8) + (8 + 1) = 3{,}633$.
 
 The spatial and `"hw"` counts match the paper's. For `"hw_cin_cout"` an honest reading of
 the paper gives 56.3K, not 59K; we do not know where the other 2.7K come from. Each extra

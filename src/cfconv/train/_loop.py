@@ -263,6 +263,7 @@ def fit(
         losses, accuracies = [], []
         start = time.perf_counter()
         data = batches(train_data, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch)
+        timed_steps = steps_per_epoch
         for i, (images, labels) in enumerate(data):
             model, states, opt_state, metrics = train_step(
                 model, states, opt_state, images, labels, jax.random.fold_in(epoch_key, i)
@@ -270,10 +271,13 @@ def fit(
             losses.append(metrics["loss"])
             accuracies.append(metrics["accuracy"])
             step += 1
+            if i == 0 and steps_per_epoch > 1:
+                # Time the steps after the first, which may include compilation.
+                jax.block_until_ready(metrics)
+                start, timed_steps = time.perf_counter(), steps_per_epoch - 1
             if progress.tty:
-                seen = (i + 1) * config.batch_size
                 progress.update(i + 1, float(losses[-1]), float(accuracies[-1]),
-                                seen / (time.perf_counter() - start))  # fmt: skip
+                                i * config.batch_size / (time.perf_counter() - start))  # fmt: skip
         train_loss = float(jnp.mean(jnp.stack(losses)))
         seconds = time.perf_counter() - start
         if not math.isfinite(train_loss):
@@ -291,8 +295,8 @@ def fit(
             "train_acc": train_acc,
             "val_loss": val_loss,
             "val_acc": val_acc,
-            "step_time": seconds / steps_per_epoch,
-            "examples_per_s": steps_per_epoch * config.batch_size / seconds,
+            "step_time": seconds / timed_steps,
+            "examples_per_s": timed_steps * config.batch_size / seconds,
         }
         history.append(record)
         progress.close(
