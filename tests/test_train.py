@@ -258,3 +258,29 @@ def test_cli_bad_arguments(argv, message, capsys):
     assert info.value.code != 0
     captured = capsys.readouterr()
     assert message in captured.err + str(info.value.code)
+
+
+def test_dense_training_stores_the_final_generators_kernels(tmp_path):
+    """After dense training, the stored kernels (used by evaluation and saved in the
+    checkpoint) are the generators' kernels for the final parameters."""
+    data = _toy_dataset(64)
+    train, val = cfconv.data.train_val_split(data, val_fraction=0.25, seed=0)
+    config = TrainConfig(model="hw_cin_cout", strategy="naive", epochs=1, **SMALL)
+    fit(config, train, val, checkpoint_dir=tmp_path, log=None)
+    model = make_model("hw_cin_cout", in_channels=1, num_classes=2, width=4, depth=2,
+                       key=jax.random.key(0))  # fmt: skip
+    states = model.init_states((8, 8), key=jax.random.key(1))
+    opt_state = optax.adam(config.lr).init(eqx.filter(model, eqx.is_inexact_array))
+    like = (model, states, opt_state, jax.random.key_data(jax.random.key(0)))
+    (model, states, _, _), _ = load_checkpoint(tmp_path / "checkpoint.eqx", like)
+    for layer, state in zip(model.layers, states):
+        np.testing.assert_allclose(
+            np.asarray(state.kernel), np.asarray(layer.generator.materialize((8, 8))),
+            rtol=1e-5, atol=1e-6,
+        )  # fmt: skip
+
+
+def test_cli_rejects_a_negative_seed(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--seed", "-1"])
+    assert "--seed" in capsys.readouterr().err

@@ -54,8 +54,9 @@ class AbstractStrategy(eqx.Module):
 
 
 def _dense_result(kernel: FourierKernel) -> tuple[FourierKernel, KernelState]:
-    # Dense training keeps the freshly generated kernel as the stored one, so that
-    # inference from the state matches the generator after training.
+    # Dense training stores the kernel it generated, so that inference can use the state.
+    # That kernel belongs to the parameters *before* this step's optimizer update;
+    # regenerate it (e.g. with this strategy) after the last update before inference.
     return kernel, KernelState(jax.lax.stop_gradient(kernel))
 
 

@@ -13,6 +13,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
 def _widths(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(w) for w in text.split(","))
@@ -104,7 +111,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     run.add_argument("--batch-size", type=_positive_int, default=32, help="default 32")
     run.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
-    run.add_argument("--seed", type=int, default=0, help="seed of every random choice (0)")
+    run.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="seed of every random choice (0)"
+    )
     run.add_argument(
         "--checkpoint", metavar="DIR", help="save a checkpoint there after every epoch"
     )
@@ -186,7 +195,7 @@ def train(args) -> int:
 def demo(args) -> int:
     """Train the spatial 3x3 CNN and a sparse CF-Conv net side by side on the digits."""
     from .data import load_digits, train_val_split
-    from .train import TrainConfig, fit
+    from .train import NonFiniteLossError, TrainConfig, fit
 
     dataset = load_digits()
     train_data, val_data = train_val_split(dataset, val_fraction=0.2, seed=args.seed)
@@ -200,7 +209,11 @@ def demo(args) -> int:
         config = TrainConfig(model=model, strategy="sparse-vmap", positions=args.positions,
                              epochs=args.epochs, seed=args.seed, lr=args.lr)  # fmt: skip
         print(f"== {model} ==", flush=True)
-        result = fit(config, train_data, val_data)
+        try:
+            result = fit(config, train_data, val_data)
+        except NonFiniteLossError as error:
+            print(f"cfconv demo: {model}: {error}", file=sys.stderr)
+            return 1
         last = result["epochs"][-1]
         rows.append((model, result["params"], last["val_acc"], last["step_time"]))
     print("\n| model | parameters | validation accuracy | ms/step |")
@@ -231,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per model (10)")
     p.add_argument("--positions", type=_positive_int, default=2**12, help="sparse positions (4096)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (0)")
     p.add_argument("--json", action="store_true", help="also print the results as JSON")
     p.set_defaults(run=demo)
 

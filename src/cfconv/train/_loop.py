@@ -77,6 +77,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"`seed` must be a non-negative integer, got {self.seed!r}")
         if not 0 < self.rate <= 1:
             raise ValueError(f"`rate` must be in (0, 1], got {self.rate}")
         if not self.lr > 0:
@@ -103,6 +105,9 @@ class TrainConfig:
         return cls(**data)
 
 
+# The strategies whose steps evaluate the generator everywhere (no sparse state).
+_DENSE = ("naive", "remat", "scan")
+
 # Fields that may differ between a run and its resumption.
 _RESUMABLE = {"epochs"}
 
@@ -115,13 +120,16 @@ class _Progress:
         self.tty = stream is not None and stream.isatty()
         self.last = 0.0
 
-    def update(self, step: int, loss: float, accuracy: float, rate: float, force=False):
+    def update(self, step: int, loss, accuracy, rate: float):
+        """Redraw at most five times a second; `loss` and `accuracy` may be device
+        scalars, read (a device sync) only when drawing."""
         if self.stream is None or not self.tty:
             return
         now = time.perf_counter()
-        if not force and now - self.last < 0.2:
+        if now - self.last < 0.2:
             return
         self.last = now
+        loss, accuracy = float(loss), float(accuracy)
         filled = int(20 * step / max(1, self.total))
         bar = "#" * filled + "." * (20 - filled)
         self.stream.write(
@@ -243,9 +251,15 @@ def fit(
 
     augment_fn = augment if config.augment else None
     standardize = _standardizer(train_data)
-    train_step = make_train_step(optimizer, config.kernel_strategy(), image_size,
+    strategy = config.kernel_strategy()
+    train_step = make_train_step(optimizer, strategy, image_size,
                                  augment=augment_fn, preprocess=standardize)  # fmt: skip
     eval_step = make_eval_step(image_size, preprocess=standardize)
+
+    @eqx.filter_jit
+    def refresh(model, states):
+        return model.kernels(states, image_size, strategy)[1]
+
     steps_per_epoch = num_batches(train_data, config.batch_size, drop_remainder=True)
     params = parameter_count(model)
 
@@ -276,7 +290,7 @@ def fit(
                 jax.block_until_ready(metrics)
                 start, timed_steps = time.perf_counter(), steps_per_epoch - 1
             if progress.tty:
-                progress.update(i + 1, float(losses[-1]), float(accuracies[-1]),
+                progress.update(i + 1, losses[-1], accuracies[-1],
                                 i * config.batch_size / (time.perf_counter() - start))  # fmt: skip
         train_loss = float(jnp.mean(jnp.stack(losses)))
         seconds = time.perf_counter() - start
@@ -288,6 +302,11 @@ def fit(
                 f"stopping{kept}. Try a lower --lr."
             )
         train_acc = float(jnp.mean(jnp.stack(accuracies)))
+        if config.strategy in _DENSE:
+            # A dense step stores the kernel it used, made before the optimizer update:
+            # regenerate it from the updated generators, so that evaluation (and the
+            # checkpoint) pairs the stored kernels with the parameters they belong to.
+            states = refresh(model, states)
         val_loss, val_acc = _evaluate(eval_step, model, states, val_data, config.batch_size)
         record = {
             "epoch": epoch + 1,

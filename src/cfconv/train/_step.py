@@ -1,7 +1,7 @@
 """Jitted training and evaluation steps, composable in users' own loops."""
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -10,20 +10,6 @@ import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from .._strategies import AbstractStrategy, Stored, resolve_strategy
-
-
-class Model(Protocol):
-    """What the training steps need of a model (see `cfconv.models`)."""
-
-    num_outputs: int
-
-    def init_states(self, image_size: tuple[int, int], *, key: PRNGKeyArray) -> tuple: ...
-
-    def kernels(
-        self, states: tuple, image_size: tuple[int, int], strategy: Any, *, key: Any = None
-    ) -> tuple[tuple, tuple]: ...
-
-    def __call__(self, x: Array, kernels: tuple) -> Array: ...
 
 
 def loss_and_accuracy(
@@ -91,35 +77,30 @@ def make_train_step(
     """
     strategy = resolve_strategy(strategy)
 
-    def loss_fn(params, static, states, images, labels, key):
-        model = eqx.combine(params, static)
+    def loss_fn(model, states, images, labels, key):
         kernels, new_states = model.kernels(states, image_size, strategy, key=key)
         logits = jax.vmap(model, in_axes=(0, None))(images, kernels)
         loss, accuracy = loss_and_accuracy(logits, labels)
         return loss, (new_states, accuracy)
 
-    def step(params, static, states, opt_state, images, labels, key):
+    # The batch comes first and is not donated; the model, states and optimizer state are.
+    @eqx.filter_jit(donate="all-except-first")
+    def step(batch, model, states, opt_state):
+        images, labels, key = batch
         key_kernels, key_augment = jax.random.split(key)
         if augment is not None:
             images = augment(key_augment, images)
         if preprocess is not None:
             images = preprocess(images)
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, (states, accuracy)), grads = grad_fn(
-            params, static, states, images, labels, key_kernels
-        )
+        grad_fn = eqx.filter_value_and_grad(loss_fn, has_aux=True)
+        (loss, (states, accuracy)), grads = grad_fn(model, states, images, labels, key_kernels)
+        params = eqx.filter(model, eqx.is_inexact_array)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return params, states, opt_state, {"loss": loss, "accuracy": accuracy}
-
-    jitted = jax.jit(step, static_argnums=1, donate_argnums=(0, 2, 3))
+        model = eqx.apply_updates(model, updates)
+        return model, states, opt_state, {"loss": loss, "accuracy": accuracy}
 
     def train_step(model, states, opt_state, images, labels, key):
-        params, static = eqx.partition(model, eqx.is_inexact_array)
-        params, states, opt_state, metrics = jitted(
-            params, static, states, opt_state, images, labels, key
-        )
-        return eqx.combine(params, static), states, opt_state, metrics
+        return step((images, labels, key), model, states, opt_state)
 
     return train_step
 
