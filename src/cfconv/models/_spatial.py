@@ -1,9 +1,11 @@
 """The spatial 3x3 CNN baseline of the paper (Table 4, first row)."""
 
+import math
 from collections.abc import Sequence
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray, Real
 
 from .._state import KernelState
@@ -17,6 +19,23 @@ from ._base import (
     check_sizes,
     num_outputs_for,
 )
+
+
+def _he_conv(cin: int, cout: int, *, key: PRNGKeyArray) -> eqx.nn.Conv2d:
+    r"""A 3x3 convolution with He-uniform weights and zero bias.
+
+    Equinox's default (uniform in $\pm 1/\sqrt{\text{fan-in}}$) shrinks the activations
+    by about $\sqrt{6}$ per convolution + ReLU, which slows a six-layer network down; He
+    initialisation keeps their scale, as the CF-Conv nets' initialisation does, so the
+    baseline is compared on equal terms. (`cfconv demo`, which trains this network on the
+    digits for 10 epochs, reported validation accuracy 0.7298 with Equinox's default and
+    0.8162 with this.)
+    """
+    conv = eqx.nn.Conv2d(cin, cout, kernel_size=3, padding="SAME", key=key)
+    limit = math.sqrt(6.0 / (cin * 9))
+    weight = jax.random.uniform(key, conv.weight.shape, minval=-limit, maxval=limit)
+    assert conv.bias is not None
+    return eqx.tree_at(lambda c: (c.weight, c.bias), conv, (weight, jnp.zeros_like(conv.bias)))
 
 
 class SpatialCNN(AbstractModel):
@@ -67,7 +86,7 @@ class SpatialCNN(AbstractModel):
         keys = jax.random.split(key, depth + 1)
         channels = [in_channels] + [width] * depth
         self.convs = tuple(
-            eqx.nn.Conv2d(cin, cout, kernel_size=3, padding="SAME", key=k)
+            _he_conv(cin, cout, key=k)
             for cin, cout, k in zip(channels[:-1], channels[1:], keys[:-1])
         )
         self.in_channels = in_channels
