@@ -86,7 +86,8 @@ def paper_model():
     return cfconv.models.CFConvNet(key=jax.random.key(0))
 
 
-@pytest.mark.parametrize("name", cfconv.models.MODEL_NAMES)
+# The discrete Fourier reference is counted in `test_fourier_reference_model`.
+@pytest.mark.parametrize("name", [n for n in cfconv.models.MODEL_NAMES if n != "fourier"])
 def test_parameter_counts_at_paper_size(name, paper_model):
     if name == "hw_cin_cout":
         model = paper_model
@@ -439,3 +440,28 @@ def test_bad_calls(checker):
     spatial = _small("spatial")
     with raises_naming("x", ValueError, checker=checker):
         spatial(jnp.zeros((4,) + SMALL))
+
+
+def test_fourier_reference_model():
+    key = jax.random.key(0)
+    model = cfconv.models.make_model(
+        "fourier", in_channels=3, num_classes=2, width=32, depth=6, image_size=(150, 150),
+        key=key,
+    )  # fmt: skip
+    # Every kernel entry is a parameter: 2 * 150 * 76 per channel pair (paper Section 3),
+    # plus the biases and the head of the other models.
+    pairs = 3 * 32 + 5 * 32 * 32
+    head = (32 * 128 + 128) + (128 * 64 + 64) + (64 + 1)
+    assert cfconv.parameter_count(model) == 2 * 150 * 76 * pairs + 6 * 32 + head
+    assert cfconv.models.fourier_parameter_count(3, 32, 6, (150, 150)) == 2 * 150 * 76 * pairs
+    small = cfconv.models.make_model("fourier", in_channels=1, num_classes=3, width=4, depth=2,
+                                     image_size=(8, 8), key=key)  # fmt: skip
+    assert small.init_states((8, 8), key=key) == ()
+    kernels, states = small.kernels((), (8, 8), "sparse")
+    assert [k.shape for k in kernels] == [(1, 4, 8, 5), (4, 4, 8, 5)]
+    logits = jax.vmap(small, in_axes=(0, None))(jnp.ones((2, 1, 8, 8)), kernels)
+    assert logits.shape == (2, 3)
+    with pytest.raises(ValueError, match="`image_size`"):
+        small.kernels((), (8, 6), "stored")
+    with pytest.raises(ValueError, match="`image_size`"):
+        cfconv.models.make_model("fourier", key=key)

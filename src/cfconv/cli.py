@@ -65,7 +65,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         default="hw_cin_cout",
         help="spatial: the 3x3 CNN baseline; hw, hw_cin, hw_cout, hw_cin_cout: CF-Conv nets "
         "with the MLP parameterizations of paper Table 1 (default hw_cin_cout, the paper's "
-        "single MLP)",
+        "single MLP); fourier: the same network with every Fourier kernel entry a "
+        "parameter (no MLP; the reference for what the architecture can do)",
     )
     model.add_argument("--width", type=_positive_int, default=32, help="filters per layer (32)")
     model.add_argument("--depth", type=_positive_int, default=6, help="convolution layers (6)")

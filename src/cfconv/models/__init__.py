@@ -72,6 +72,7 @@ from ._factory import (
     PAPER_PARAMETER_COUNTS as PAPER_PARAMETER_COUNTS,
     make_model as make_model,
 )
+from ._fourier import FourierCNN as FourierCNN, fourier_parameter_count as fourier_parameter_count
 from ._init import (
     calibrate_generators as calibrate_generators,
     default_state_scale as default_state_scale,
@@ -85,6 +86,8 @@ __all__ = [
     "MODEL_NAMES",
     "PAPER_PARAMETER_COUNTS",
     "AbstractModel",
+    "FourierCNN",
+    "fourier_parameter_count",
     "CFConvNet",
     "SpatialCNN",
     "calibrate_generators",

@@ -6,12 +6,13 @@ from jaxtyping import PRNGKeyArray
 
 from ._base import AbstractModel
 from ._cfconv_net import CFConvNet
+from ._fourier import FourierCNN
 from ._spatial import SpatialCNN
 
 
-MODEL_NAMES: tuple[str, ...] = ("spatial", "hw", "hw_cin", "hw_cout", "hw_cin_cout")
-"""The model names [`make_model`][cfconv.models.make_model] accepts: the spatial CNN and
-the four CF-Conv parameterizations."""
+MODEL_NAMES: tuple[str, ...] = ("spatial", "hw", "hw_cin", "hw_cout", "hw_cin_cout", "fourier")
+"""The model names [`make_model`][cfconv.models.make_model] accepts: the spatial CNN, the
+four CF-Conv parameterizations, and the discrete Fourier-kernel reference."""
 
 PAPER_PARAMETER_COUNTS: dict[str, int] = {"spatial": 60_000, "hw": 107_000, "hw_cin_cout": 59_000}
 """The parameter counts of the paper's Table 4 (as printed, rounded to thousands)."""
@@ -33,7 +34,8 @@ def make_model(
 
     - `name`: one of [`MODEL_NAMES`][cfconv.models.MODEL_NAMES]: `"spatial"` for
       [`cfconv.models.SpatialCNN`][], or a parameterization (`"hw"`, `"hw_cin"`,
-      `"hw_cout"`, `"hw_cin_cout"`) for [`cfconv.models.CFConvNet`][].
+      `"hw_cout"`, `"hw_cin_cout"`) for [`cfconv.models.CFConvNet`][], or `"fourier"` for
+      [`cfconv.models.FourierCNN`][] (which needs `image_size=(h, w)` in `kwargs`).
     - `in_channels`, `num_classes`, `width`, `depth`: as for the models.
     - `key`: a PRNG key.
     - `**kwargs`: passed to the model (e.g. `head`, `mlp_hidden`, `state_scale`).
@@ -53,4 +55,8 @@ def make_model(
     sizes = dict(in_channels=in_channels, num_classes=num_classes, width=width, depth=depth)
     if name == "spatial":
         return SpatialCNN(**sizes, **kwargs, key=key)
+    if name == "fourier":
+        if "image_size" not in kwargs:
+            raise ValueError("`image_size` is required for the model `name='fourier'`")
+        return FourierCNN(**sizes, **kwargs, key=key)
     return CFConvNet(**sizes, parameterization=name, **kwargs, key=key)  # pyright: ignore[reportArgumentType]

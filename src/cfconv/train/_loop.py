@@ -210,9 +210,11 @@ def fit(
             )
     key = jax.random.key(config.seed)
     k_model, k_states, k_train = jax.random.split(key, 3)
-    kwargs = {} if config.mlp_hidden is None else {"mlp_hidden": config.mlp_hidden}
-    if config.model == "spatial":
-        kwargs = {}
+    kwargs: dict[str, Any] = {}
+    if config.model == "fourier":
+        kwargs = {"image_size": image_size}
+    elif config.model != "spatial" and config.mlp_hidden is not None:
+        kwargs = {"mlp_hidden": config.mlp_hidden}
     model = make_model(
         config.model,
         in_channels=train_data.channels,
