@@ -135,7 +135,7 @@ def _load_data(args):
         dataset = load_image_folder(args.data, image_size=size, max_per_class=args.max_per_class)
     if args.data is None and args.max_per_class is not None:
         keep = _keep_per_class(dataset.labels, args.max_per_class)
-        dataset = type(dataset)(dataset.images[keep], dataset.labels[keep], dataset.class_names)
+        dataset = dataset.subset(keep)
     train, val = train_val_split(dataset, val_fraction=args.val_fraction, seed=args.seed)
     return size, train, val
 
