@@ -4,6 +4,11 @@ import importlib.metadata
 
 # The subpackages, so that `import cfconv` is enough for `cfconv.models.make_model(...)`.
 from . import data as data, models as models, train as train
+from ._features import (
+    AbstractFeatures as AbstractFeatures,
+    RandomFourierFeatures as RandomFourierFeatures,
+    SineFeatures as SineFeatures,
+)
 from ._generators import (
     DEFAULT_HIDDEN as DEFAULT_HIDDEN,
     PARAMETERIZATIONS as PARAMETERIZATIONS,
@@ -16,6 +21,10 @@ from ._positions import (
     position_coordinates as position_coordinates,
     sample_positions as sample_positions,
     unravel_positions as unravel_positions,
+)
+from ._spatial_generator import (
+    SpatialKernelGenerator as SpatialKernelGenerator,
+    offset_coordinates as offset_coordinates,
 )
 from ._spectral import fourier_mix as fourier_mix, spectral_conv as spectral_conv
 from ._state import (
@@ -40,6 +49,7 @@ __version__ = importlib.metadata.version("cfconv")
 __all__ = [
     "DEFAULT_HIDDEN",
     "PARAMETERIZATIONS",
+    "AbstractFeatures",
     "AbstractStrategy",
     "CFConv2d",
     "Chunked",
@@ -47,14 +57,18 @@ __all__ = [
     "KernelGenerator",
     "KernelState",
     "MLP",
+    "RandomFourierFeatures",
     "Remat",
+    "SineFeatures",
     "Sparse",
+    "SpatialKernelGenerator",
     "Stored",
     "ema_update",
     "fourier_mix",
     "frequency_coordinates",
     "init_kernel_state",
     "kernel_shape",
+    "offset_coordinates",
     "parameter_count",
     "position_coordinates",
     "resolve_strategy",
