@@ -20,8 +20,14 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 API_PAGES = sorted((DOCS / "api").glob("*.md"))
 # Each module's `__all__` is documented in `::: MODULE.NAME` lines of docs/api/.
-PUBLIC_MODULES = ["cfconv", "cfconv.data", "cfconv.models", "cfconv.train"]
-CLI_COMMANDS = ["demo", "train", "filters"]
+PUBLIC_MODULES = [
+    "cfconv",
+    "cfconv.data",
+    "cfconv.experiments",
+    "cfconv.models",
+    "cfconv.train",
+]
+CLI_COMMANDS = ["demo", "train", "filters", "spectral-bias", "plot"]
 
 _DIRECTIVE = re.compile(r"^:::\s+(\S+)\s*$", re.MULTILINE)
 # [`cfconv.name`][] and [text][cfconv.name]: mkdocstrings cross-references.

@@ -1,4 +1,4 @@
-"""The `cfconv` command line: `cfconv train`, `cfconv demo`, `cfconv filters`."""
+"""The `cfconv` command line: `cfconv train`, `demo`, `filters`, `spectral-bias`, `plot`."""
 
 import argparse
 import json
@@ -28,6 +28,15 @@ def _widths(text: str) -> tuple[int, ...]:
     if not widths or min(widths) < 1:
         raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
     return widths
+
+
+def _mesh_shape(text: str) -> tuple[int, int]:
+    from .distributed import parse_mesh
+
+    try:
+        return parse_mesh(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected DATAxMODEL, e.g. 4x2, got {text!r}")
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -122,6 +131,22 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help="continue from the checkpoint in --checkpoint"
     )
     run.add_argument("--metrics-out", metavar="FILE", help="write per-epoch metrics as JSON")
+    devices = p.add_argument_group("devices")
+    devices.add_argument(
+        "--mesh",
+        type=_mesh_shape,
+        metavar="DATAxMODEL",
+        help="devices along the data axis (batches are split over it) times the model axis "
+        "(kernel states are split over it by output channel), e.g. 4x2 (default: every "
+        "device on the data axis)",
+    )
+    devices.add_argument(
+        "--distributed",
+        metavar="SPEC",
+        help="join a multi-process run first (jax.distributed.initialize): 'auto' on "
+        "SLURM, Open MPI and other clusters JAX detects, or HOST:PORT,NUM_PROCESSES,"
+        "PROCESS_ID",
+    )
 
 
 def _load_data(args):
@@ -153,6 +178,20 @@ def train(args) -> int:
 
     if args.resume and args.checkpoint is None:
         raise SystemExit("cfconv train: --resume needs --checkpoint DIR")
+    from .distributed import initialize, make_mesh
+
+    try:
+        if args.distributed is not None:
+            initialize(args.distributed)
+        mesh = make_mesh() if args.mesh is None else make_mesh(*args.mesh)
+    except ValueError as error:
+        raise SystemExit(f"cfconv train: {error}")
+    data_size, model_size = mesh.devices.shape
+    if args.batch_size % data_size or (args.model != "spatial" and args.width % model_size):
+        raise SystemExit(
+            f"cfconv train: the mesh {data_size}x{model_size} needs a --batch-size divisible "
+            f"by {data_size} and a --width divisible by {model_size}; choose another --mesh"
+        )
     size, train_data, val_data = _load_data(args)
     config = TrainConfig(
         model=args.model,
@@ -185,6 +224,7 @@ def train(args) -> int:
             checkpoint_dir=args.checkpoint,
             resume=args.resume,
             metrics_out=args.metrics_out,
+            mesh=mesh,
         )
     except NonFiniteLossError as error:
         print(f"cfconv train: {error}", file=sys.stderr)
@@ -229,7 +269,7 @@ def demo(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `cfconv` command line with `argv` (default: `sys.argv[1:]`)."""
-    from .experiments import _filters
+    from .experiments import _filters, _plots, _spectral_bias
 
     parser = argparse.ArgumentParser(
         prog="cfconv",
@@ -254,6 +294,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     _filters.add_arguments(p, _positive_int)
     p.set_defaults(run=_filters.fit_filters)
+
+    doc = _spectral_bias._run_command.__doc__
+    p = commands.add_parser("spectral-bias", help=doc, description=doc)
+    _spectral_bias.add_arguments(p, _positive_int, _widths)
+    p.set_defaults(run=_spectral_bias._run_command)
+
+    doc = _plots._run_command.__doc__
+    p = commands.add_parser("plot", help=doc, description=doc)
+    _plots.add_arguments(p, _positive_int, _non_negative_int)
+    p.set_defaults(run=_plots._run_command)
 
     args = parser.parse_args(argv)
     if args.command == "train":

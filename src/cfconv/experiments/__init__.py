@@ -1,1 +1,59 @@
-"""Small experiments behind `cfconv` subcommands."""
+"""Experiments behind `cfconv` subcommands, and pictures of kernels.
+
+- [`run_spectral_bias`][cfconv.experiments.run_spectral_bias] (`cfconv spectral-bias`):
+  fit known filters with Fourier- and spatial-domain kernel generators, and measure the
+  error per band of frequency.
+- [`plot_checkpoint`][cfconv.experiments.plot_checkpoint] (`cfconv plot`): draw a trained
+  model's kernels and one step's sparse sampling pattern.
+
+The pictures need matplotlib (`pip install cfconv[plot]`), imported only when drawing.
+"""
+
+from ._plots import (
+    load_trained_model as load_trained_model,
+    plot_checkpoint as plot_checkpoint,
+    plot_kernels as plot_kernels,
+    plot_sampling as plot_sampling,
+    plot_spectral_bias as plot_spectral_bias,
+)
+from ._spectral_bias import (
+    DOMAINS as DOMAINS,
+    TARGETS as TARGETS,
+    SpectralBiasConfig as SpectralBiasConfig,
+    SpectralBiasResult as SpectralBiasResult,
+    band_edges as band_edges,
+    band_labels as band_labels,
+    band_shares as band_shares,
+    format_tables as format_tables,
+    kernel_errors as kernel_errors,
+    make_generator as make_generator,
+    matched_hidden as matched_hidden,
+    run_spectral_bias as run_spectral_bias,
+    summarize as summarize,
+    target_kernel as target_kernel,
+    trainable_parameters as trainable_parameters,
+)
+
+
+__all__ = [
+    "DOMAINS",
+    "TARGETS",
+    "SpectralBiasConfig",
+    "SpectralBiasResult",
+    "band_edges",
+    "band_labels",
+    "band_shares",
+    "format_tables",
+    "kernel_errors",
+    "load_trained_model",
+    "make_generator",
+    "matched_hidden",
+    "plot_checkpoint",
+    "plot_kernels",
+    "plot_sampling",
+    "plot_spectral_bias",
+    "run_spectral_bias",
+    "summarize",
+    "target_kernel",
+    "trainable_parameters",
+]

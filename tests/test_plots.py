@@ -1,0 +1,92 @@
+"""Pictures of kernels and sampling patterns, from arrays and from training checkpoints."""
+
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+import cfconv
+from cfconv.cli import main
+from cfconv.data import Dataset
+from cfconv.experiments import load_trained_model, plot_kernels, plot_sampling
+from cfconv.train import TrainConfig, fit
+
+
+def _png_size(path):
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+def test_plot_kernels(tmp_path):
+    kernel = cfconv.init_kernel_state(2, 3, 8, 6, key=jax.random.key(0)).kernel
+    path = plot_kernels(kernel, tmp_path / "k.png", width=6, pairs=2, title="t", dpi=50)
+    # Two rows of three panels: a 7.5 x (1.9 * 2 + 0.4) inch figure at 50 dots per inch.
+    assert _png_size(path) == (375, 210)
+    with pytest.raises(ValueError, match="`width`"):
+        plot_kernels(kernel, tmp_path / "bad.png", width=9)
+    with pytest.raises(ValueError, match="`kernel`"):
+        plot_kernels(np.zeros((2, 3, 8, 4)), tmp_path / "bad.png")
+
+
+def test_plot_sampling(tmp_path):
+    shape = (2, 2, 6, 4)
+    positions = cfconv.sample_positions(jax.random.key(0), shape, 30)
+    path = plot_sampling(shape, positions, tmp_path / "s.png", pairs=3, dpi=50)
+    assert _png_size(path) == (int(50 * (1.8 * 3 + 0.4)), 130)
+
+
+def _stripes(n, size=8, channels=3, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    images = rng.integers(0, 256, (n, size, size, channels)).astype(np.uint8)
+    return Dataset(images, labels.astype(np.int32), tuple(f"c{k}" for k in range(classes)))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A one-epoch run of a small CF-Conv net on 3-channel images of 3 classes."""
+    folder = tmp_path_factory.mktemp("run")
+    config = TrainConfig(model="hw_cin_cout", positions=64, epochs=1, width=4, depth=2,
+                         image_size=8, batch_size=8, mlp_hidden=(8, 8))  # fmt: skip
+    fit(config, _stripes(24), _stripes(9, seed=1), checkpoint_dir=folder, log=None)
+    return folder
+
+
+def test_load_trained_model_reads_channels_and_classes(checkpoint):
+    model, states, metadata = load_trained_model(checkpoint)
+    assert (model.in_channels, model.num_classes) == (3, 3)
+    assert metadata["epoch"] == 1 and metadata["config"]["width"] == 4
+    assert [s.kernel.shape for s in states] == [(3, 4, 8, 5), (4, 4, 8, 5)]
+    # The loaded kernels are the saved ones, not a fresh initialisation.
+    fresh = model.init_states((8, 8), key=jax.random.key(0))
+    assert not np.allclose(states[0].kernel, fresh[0].kernel)
+
+
+def test_cfconv_plot(checkpoint, tmp_path, capsys):
+    out = tmp_path / "plots"
+    assert main(["plot", str(checkpoint), "--out", str(out), "--pairs", "2"]) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["kernels-layer0.png", "kernels-layer1.png", "sampling-layer0.png",
+                       "sampling-layer1.png"]  # fmt: skip
+    assert _png_size(out / "kernels-layer0.png") == (600, 336)  # 7.5 x 4.2 inches at 80 dpi
+    assert "wrote" in capsys.readouterr().out
+    assert main(["plot", str(checkpoint), "--out", str(out / "g"), "--layers", "1",
+                 "--source", "generator"]) == 0  # fmt: skip
+    assert sorted(p.name for p in (out / "g").iterdir()) == [
+        "kernels-layer1.png",
+        "sampling-layer1.png",
+    ]
+    assert main(["plot", str(checkpoint), "--layers", "5", "--out", str(out)]) == 2
+    assert main(["plot", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+
+
+def test_core_imports_without_matplotlib():
+    code = (
+        "import sys, cfconv, cfconv.experiments, cfconv.cli\n"
+        "assert 'matplotlib' not in sys.modules, 'matplotlib imported eagerly'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
