@@ -14,10 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from .._mlp import parameter_count
 from .._strategies import AbstractStrategy, Chunked, Dense, Remat, Sparse
 from ..data import Dataset, augment, batches, num_batches
+from ..distributed._mesh import DATA_AXIS, as_mesh, mesh_info
+from ..distributed._sharding import gather, shard
 from ..models import MODEL_NAMES, make_model
 from ._checkpoint import atomic_write, load_checkpoint, load_metadata, save_checkpoint
 from ._step import make_eval_step, make_train_step
@@ -175,6 +178,7 @@ def fit(
     resume: bool = False,
     metrics_out: str | os.PathLike | None = None,
     log: TextIO | None = sys.stderr,
+    mesh: Mesh | tuple[int, int] | str | None = None,
 ) -> dict[str, Any]:
     """Train a model as `cfconv train` does, and return its metrics.
 
@@ -192,16 +196,35 @@ def fit(
     - `resume`: continue from the checkpoint in `checkpoint_dir` if there is one.
     - `metrics_out`: write the metrics as JSON there after every epoch.
     - `log`: where the progress goes (`None`: silent).
+    - `mesh`: train on a device mesh: a `jax.sharding.Mesh` from
+      [`cfconv.distributed.make_mesh`][], a `(data, model)` pair or `"DATAxMODEL"` text
+      (`"4x2"`). Batches are split over the data axis (which must divide
+      `config.batch_size`), kernel states over output channels on the model axis (which
+      must divide `config.width`); see [`cfconv.train.make_train_step`][]. The results
+      equal those without a mesh to float32 rounding, so a run may resume on another
+      mesh. With several processes (after `jax.distributed.initialize`), every process
+      calls `fit` with the same arguments; process 0 alone logs and writes the
+      checkpoint and the metrics. `None` (default): one device, no mesh.
 
     **Returns:**
 
-    `{"config", "params", "epochs": [per-epoch metrics], "val_acc"}`.
+    `{"config", "params", "epochs": [per-epoch metrics], "val_acc", "mesh"}`, with
+    `"mesh"` from [`cfconv.distributed.mesh_info`][] (or `None` without a mesh).
 
     **Raises:**
 
     `NonFiniteLossError` when a loss is NaN or infinite (nothing is saved for that epoch).
     """
     image_size = (config.image_size, config.image_size)
+    if mesh is not None:
+        mesh = as_mesh(mesh)
+        if config.batch_size % mesh.shape[DATA_AXIS]:
+            raise ValueError(
+                f"the data axis of `mesh` ({mesh.shape[DATA_AXIS]} devices) must divide "
+                f"`config.batch_size` ({config.batch_size})"
+            )
+        if jax.process_index() != 0:
+            log = None
     for name, data in (("train_data", train_data), ("val_data", val_data)):
         if data.image_shape != image_size:
             raise ValueError(
@@ -250,13 +273,16 @@ def fit(
         if log is not None:
             log.write(f"resumed from {path} after epoch {start_epoch}\n")
     k_train = jax.random.wrap_key_data(key_data)
+    if mesh is not None:
+        model, states, opt_state = shard((model, states, opt_state), mesh)
 
     augment_fn = augment if config.augment else None
     standardize = _standardizer(train_data)
     strategy = config.kernel_strategy()
-    train_step = make_train_step(optimizer, strategy, image_size,
-                                 augment=augment_fn, preprocess=standardize)  # fmt: skip
-    eval_step = make_eval_step(image_size, preprocess=standardize)
+    train_step = make_train_step(optimizer, strategy, image_size, augment=augment_fn,
+                                 preprocess=standardize, mesh=mesh)  # fmt: skip
+    eval_step = make_eval_step(image_size, preprocess=standardize, mesh=mesh)
+    writer = jax.process_index() == 0  # with several processes, one writes the files
 
     @eqx.filter_jit
     def refresh(model, states):
@@ -271,6 +297,7 @@ def fit(
             "params": params,
             "epochs": history,
             "val_acc": history[-1]["val_acc"] if history else None,
+            "mesh": None if mesh is None else mesh_info(mesh),
         }
 
     for epoch in range(start_epoch, config.epochs):
@@ -309,6 +336,8 @@ def fit(
             # regenerate it from the updated generators, so that evaluation (and the
             # checkpoint) pairs the stored kernels with the parameters they belong to.
             states = refresh(model, states)
+            if mesh is not None:
+                states = shard(states, mesh)
         val_loss, val_acc = _evaluate(eval_step, model, states, val_data, config.batch_size)
         record = {
             "epoch": epoch + 1,
@@ -328,8 +357,12 @@ def fit(
         if path is not None:
             metadata = {"config": config.to_json(), "epoch": epoch + 1, "step": step,
                         "history": history}  # fmt: skip
-            save_checkpoint(path, (model, states, opt_state, key_data), metadata)
-        if metrics_out is not None:
+            tree = (model, states, opt_state, key_data)
+            if mesh is not None:
+                tree = gather(tree)  # a collective: every process takes part
+            if writer:
+                save_checkpoint(path, tree, metadata)
+        if metrics_out is not None and writer:
             text = json.dumps(result(), indent=2).encode()
             atomic_write(metrics_out, lambda f: f.write(text))
     return result()

@@ -7,9 +7,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from .._strategies import AbstractStrategy, Stored, resolve_strategy
+from ..distributed._mesh import check_mesh
+from ..distributed._sharding import apply_model, replicate, shard, shard_batch
+from ..distributed._strategy import shard_strategy
 
 
 def loss_and_accuracy(
@@ -49,6 +53,7 @@ def make_train_step(
     *,
     augment: Callable[[PRNGKeyArray, Array], Array] | None = None,
     preprocess: Callable[[Array], Array] | None = None,
+    mesh: Mesh | None = None,
 ) -> TrainStep:
     """Build a jitted training step.
 
@@ -57,7 +62,8 @@ def make_train_step(
     The kernel phase runs once for the batch; the convolution phase per example under
     `jax.vmap`. The model's arrays, the kernel states and the optimizer state are donated
     (their buffers are reused for the outputs), so do not use the passed-in values after
-    the call.
+    the call. `step.lower(...)` with the same arguments gives the `jax.stages.Lowered`
+    step without running it, e.g. for `step.lower(...).compile().memory_analysis()`.
 
     **Arguments:**
 
@@ -70,16 +76,30 @@ def make_train_step(
       the step (training only).
     - `preprocess`: optional `preprocess(images) -> images` applied after `augment`, e.g.
       standardisation (give the same one to [`cfconv.train.make_eval_step`][]).
+    - `mesh`: optional device mesh from [`cfconv.distributed.make_mesh`][]. The step then
+      splits each batch over the mesh's data axis and keeps the model, the kernel states
+      and the optimizer state split by the rules of
+      [`cfconv.distributed.tree_shardings`][] (kernel states over output channels on the
+      model axis); a [`cfconv.Sparse`][] strategy runs as
+      [`cfconv.distributed.ShardedSparse`][]. Arguments not yet on the mesh are put there
+      (see [`cfconv.distributed.shard`][]), so the step takes the same arguments as
+      without a mesh, and computes the same losses and states to float32 rounding.
 
     **Returns:**
 
     The step function.
     """
     strategy = resolve_strategy(strategy)
+    if mesh is not None:
+        check_mesh(mesh)
+        strategy = shard_strategy(strategy, mesh)
 
     def loss_fn(model, states, images, labels, key):
         kernels, new_states = model.kernels(states, image_size, strategy, key=key)
-        logits = jax.vmap(model, in_axes=(0, None))(images, kernels)
+        if mesh is None:
+            logits = jax.vmap(model, in_axes=(0, None))(images, kernels)
+        else:
+            logits = apply_model(model, images, kernels, mesh)
         loss, accuracy = loss_and_accuracy(logits, labels)
         return loss, (new_states, accuracy)
 
@@ -97,32 +117,63 @@ def make_train_step(
         params = eqx.filter(model, eqx.is_inexact_array)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         model = eqx.apply_updates(model, updates)
+        if mesh is not None:
+            # Keep every output where the matching input was.
+            model, states, opt_state = shard((model, states, opt_state), mesh)
         return model, states, opt_state, {"loss": loss, "accuracy": accuracy}
 
-    def train_step(model, states, opt_state, images, labels, key):
-        return step((images, labels, key), model, states, opt_state)
+    def arguments(model, states, opt_state, images, labels, key):
+        if mesh is not None:
+            images, labels = shard_batch((images, labels), mesh)
+            key = replicate(key, mesh)
+            model, states, opt_state = shard((model, states, opt_state), mesh)
+        return (images, labels, key), model, states, opt_state
 
+    def train_step(model, states, opt_state, images, labels, key):
+        return step(*arguments(model, states, opt_state, images, labels, key))
+
+    # As `jax.jit` functions have it: `train_step.lower(...).compile().memory_analysis()`.
+    train_step.lower = lambda *args: step.lower(*arguments(*args)).lowered  # pyright: ignore
     return train_step
 
 
 def make_eval_step(
-    image_size: tuple[int, int], *, preprocess: Callable[[Array], Array] | None = None
+    image_size: tuple[int, int],
+    *,
+    preprocess: Callable[[Array], Array] | None = None,
+    mesh: Mesh | None = None,
 ) -> Callable[..., dict[str, Array]]:
     """Build a jitted evaluation step `(model, states, images, labels) -> metrics`.
 
     CF-Conv layers use their stored kernels ([`cfconv.Stored`][]): no MLP is evaluated.
     `metrics` holds the batch sums `"loss_sum"` and `"correct"`, and `"count"`, so that
-    batches of different sizes combine exactly.
+    batches of different sizes combine exactly. With a `mesh` (see
+    [`cfconv.train.make_train_step`][]) each batch is split over the data axis (a batch
+    that the data axis does not divide is replicated) and the model and states are put on
+    the mesh.
     """
+    if mesh is not None:
+        check_mesh(mesh)
 
     @eqx.filter_jit
     def eval_step(model, states, images, labels):
         if preprocess is not None:
             images = preprocess(images)
         kernels, _ = model.kernels(states, image_size, Stored())
-        logits = jax.vmap(model, in_axes=(0, None))(images, kernels)
+        if mesh is None:
+            logits = jax.vmap(model, in_axes=(0, None))(images, kernels)
+        else:
+            logits = apply_model(model, images, kernels, mesh)
         loss, accuracy = loss_and_accuracy(logits, labels)
         count = labels.shape[0]
         return {"loss_sum": loss * count, "correct": accuracy * count, "count": count}
 
-    return eval_step
+    if mesh is None:
+        return eval_step
+
+    def sharded_eval_step(model, states, images, labels):
+        images, labels = shard_batch((images, labels), mesh)
+        model, states = shard((model, states), mesh)
+        return eval_step(model, states, images, labels)
+
+    return sharded_eval_step

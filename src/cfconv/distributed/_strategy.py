@@ -1,0 +1,87 @@
+"""The sparse kernel phase with the stored kernel split over output channels."""
+
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from .._custom_types import FourierKernel, KernelValues, Positions
+from .._positions import unravel_positions
+from .._state import KernelState
+from .._strategies import AbstractStrategy, Sparse
+from ._mesh import DATA_AXIS, MODEL_AXIS, check_mesh
+
+
+def _blend(kernel: FourierKernel, positions: Positions, values: KernelValues, rate
+           ) -> FourierKernel:  # fmt: skip
+    """`ema_update`'s arithmetic, indexed by `(c_in, c_out, row, column)` instead of by
+    flat position: flattening a kernel that is split over its second axis would gather it
+    whole on every device, whereas a four-index gather and scatter stay split (each device
+    touches only the entries of its own output channels)."""
+    i, o, row, column = unravel_positions(positions, kernel.shape)  # pyright: ignore
+    old = kernel[i, o, row, column]
+    new = (1 - rate) * old + rate * values.astype(kernel.dtype)
+    return kernel.at[i, o, row, column].set(new)
+
+
+class ShardedSparse(AbstractStrategy):
+    """[`cfconv.Sparse`][] for kernel states split over output channels on a mesh.
+
+    It computes exactly what the wrapped `Sparse` strategy computes, on any mesh: the
+    same positions for the same key (they are sampled from the one, replicated key, as on
+    one device), the same generator values, the same EMA. Only the layout differs:
+
+    - the sampled positions are split over all devices of the mesh for the generator
+      evaluation (when their number is divisible by the device count), so each device
+      evaluates the MLPs at `num / devices` positions;
+    - the EMA gathers and scatters by `(c_in, c_out, row, column)`, so each device reads
+      and writes only the entries of its own output channels, and no device ever holds a
+      whole kernel (flat indexing, as in [`cfconv.ema_update`][], would gather it);
+    - the kernel and the next state are constrained to
+      `PartitionSpec(None, "model")`.
+
+    [`cfconv.train.make_train_step`][] with a `mesh` wraps a `Sparse` strategy in it.
+    """
+
+    sparse: Sparse
+    mesh: Mesh = eqx.field(static=True)
+    needs_key: ClassVar[bool] = True
+
+    def __init__(self, sparse: Sparse, mesh: Mesh):
+        """**Arguments:**
+
+        - `sparse`: the [`cfconv.Sparse`][] strategy to run.
+        - `mesh`: a mesh from [`cfconv.distributed.make_mesh`][].
+        """
+        if not isinstance(sparse, Sparse):
+            raise TypeError(f"`sparse` must be a cfconv.Sparse, got {type(sparse).__name__}")
+        self.sparse = sparse
+        self.mesh = check_mesh(mesh)
+
+    def __call__(self, generator, state, spatial_shape, *, key=None):
+        if key is None:
+            raise ValueError("`key` is required by the ShardedSparse strategy (it samples)")
+        positions = self.sparse.sample(generator, spatial_shape, key=key)
+        if positions.shape[0] % self.mesh.size == 0:
+            spread = NamedSharding(self.mesh, P((DATA_AXIS, MODEL_AXIS)))
+            positions = jax.lax.with_sharding_constraint(positions, spread)
+        values = self.sparse.evaluate(generator, positions, spatial_shape)
+        rate = self.sparse.rate
+        if not isinstance(rate, (int, float)):
+            rate = jnp.asarray(rate)
+            rate = eqx.error_if(rate, (rate <= 0) | (rate > 1), "`rate` must be in (0, 1]")
+        split = NamedSharding(self.mesh, P(None, MODEL_AXIS))
+        old = jax.lax.with_sharding_constraint(jax.lax.stop_gradient(state.kernel), split)
+        kernel = jax.lax.with_sharding_constraint(_blend(old, positions, values, rate), split)
+        return kernel, KernelState(jax.lax.stop_gradient(kernel))
+
+
+def shard_strategy(strategy: AbstractStrategy, mesh: Mesh) -> AbstractStrategy:
+    """The strategy to use on `mesh`: a [`cfconv.Sparse`][] becomes a
+    [`cfconv.distributed.ShardedSparse`][]; other strategies are returned as they are
+    (their kernels are generated whole and then split)."""
+    if isinstance(strategy, Sparse):
+        return ShardedSparse(strategy, mesh)
+    return strategy
