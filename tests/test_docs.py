@@ -23,6 +23,7 @@ API_PAGES = sorted((DOCS / "api").glob("*.md"))
 PUBLIC_MODULES = [
     "cfconv",
     "cfconv.data",
+    "cfconv.distributed",
     "cfconv.experiments",
     "cfconv.models",
     "cfconv.train",

@@ -3,7 +3,12 @@
 import importlib.metadata
 
 # The subpackages, so that `import cfconv` is enough for `cfconv.models.make_model(...)`.
-from . import data as data, models as models, train as train
+from . import (
+    data as data,
+    distributed as distributed,
+    models as models,
+    train as train,
+)
 from ._features import (
     AbstractFeatures as AbstractFeatures,
     RandomFourierFeatures as RandomFourierFeatures,
