@@ -153,6 +153,23 @@ def test_mlp_widths_and_stack():
     assert not np.allclose(stack.layers[0].weight[0], stack.layers[0].weight[1])
 
 
+def test_mlp_init():
+    """He: hidden weights of variance 2 / fan_in, output 1 / fan_in, zero biases.
+    Equinox: uniform in +-1 / sqrt(fan_in), biases included."""
+    fan_in = 400
+    he = cfconv.MLP(fan_in, (300, 300), key=jax.random.key(1))
+    for layer, variance in zip(he.layers, [2 / fan_in, 2 / 300, 1 / 300]):
+        w = np.asarray(layer.weight, np.float64)
+        # A mean of n uniform squares: relative standard error sqrt(0.8 / n) < 0.1 here.
+        np.testing.assert_allclose(np.mean(w**2), variance, rtol=0.25)
+        assert np.all(np.abs(w) <= np.sqrt(3 * variance) * (1 + 1e-6))
+        assert not np.any(np.asarray(layer.bias))
+    eqx_init = cfconv.MLP(fan_in, (300,), init="equinox", key=jax.random.key(1))
+    w, b = (np.asarray(a, np.float64) for a in (eqx_init.layers[0].weight, eqx_init.layers[0].bias))
+    np.testing.assert_allclose(np.mean(w**2), 1 / (3 * fan_in), rtol=0.25)
+    assert np.max(np.abs(b)) <= 1 / np.sqrt(fan_in) and np.any(b)
+
+
 def test_activation_is_used():
     key = jax.random.key(3)
     relu = cfconv.KernelGenerator(1, 1, "hw", (8,), key=key).materialize((6, 6))
@@ -195,6 +212,7 @@ _KEY = jax.random.key(0)
             TypeError,
         ),
         (lambda: cfconv.MLP(2, (3,), activation=None, key=_KEY), "activation", TypeError),
+        (lambda: cfconv.MLP(2, (3,), init="xavier", key=_KEY), "init", ValueError),  # pyright: ignore
     ],  # fmt: skip
     ids=[
         "parameterization",
@@ -205,6 +223,7 @@ _KEY = jax.random.key(0)
         "chunk_size",
         "float-positions",
         "activation",
+        "init",
     ],  # fmt: skip
 )
 def test_bad_arguments(make, name, exception, checker):

@@ -311,7 +311,7 @@ def test_generator_power_matches_state():
     assert np.all((calibrated > 0.5) & (calibrated < 2)), calibrated
 
 
-def test_generator_init_none_keeps_equinox_init():
+def test_generator_init_none_keeps_the_mlp_init():
     model = _small("hw_cin_cout", generator_init="none")
     calibrated = _small("hw_cin_cout")
     layer_key = jax.random.split(jax.random.key(0), 3 + 2)[0]  # depth + 2 keys
@@ -324,7 +324,10 @@ def test_generator_init_none_keeps_equinox_init():
         assert not layer.bias
         for stack in (layer.generator.real, layer.generator.imag):
             assert [linear.weight for linear in stack.layers] == [False] * 9 + [True]
-            assert [linear.bias for linear in stack.layers] == [False] * 9 + [True]
+            # He initialisation: zero biases, which a scale leaves at zero.
+            assert [linear.bias for linear in stack.layers] == [False] * 10
+    for stack in (model.layers[0].generator.real, calibrated.layers[0].generator.imag):
+        assert all(not np.any(np.asarray(linear.bias)) for linear in stack.layers)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Small scalar-output MLPs, and stacks of them with a leading axis."""
 
+import math
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import equinox as eqx
 import jax
@@ -8,6 +10,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from ._errors import check_int
+
+
+MLPInit = Literal["he", "equinox"]
+MLP_INITS: tuple[str, ...] = ("he", "equinox")
 
 
 class MLP(eqx.Module):
@@ -29,6 +35,7 @@ class MLP(eqx.Module):
         in_size: int,
         hidden: Sequence[int],
         activation: Callable[[Array], Array] = jax.nn.relu,
+        init: MLPInit = "he",
         *,
         key: PRNGKeyArray,
     ):
@@ -37,16 +44,26 @@ class MLP(eqx.Module):
         - `in_size`: the number of input coordinates.
         - `hidden`: the widths of the hidden layers, e.g. `(32, 32, 16)`; may be empty.
         - `activation`: applied after every hidden layer (default ReLU).
-        - `key`: a PRNG key for the initial weights (Equinox's `Linear` initialisation).
+        - `init`: `"he"` (default): weights with variance `2 / fan_in` (He et al.,
+          2015; `1 / fan_in` for the output layer) and zero biases, so that the
+          coordinates' signal survives a deep ReLU MLP; `"equinox"`: `equinox.nn.Linear`'s
+          uniform weights and biases of variance `1 / (3 fan_in)`, under which a
+          deep generator's output is dominated by its biases and is nearly the same
+          at every coordinate.
+        - `key`: a PRNG key for the initial weights.
         """
         in_size = check_int("in_size", in_size)
         widths = [in_size, *(check_int("hidden", h) for h in hidden), 1]
         if not callable(activation):
             raise TypeError(f"`activation` must be callable, got {activation!r}")
+        if init not in MLP_INITS:
+            raise ValueError(f"`init` must be one of {MLP_INITS}, got {init!r}")
         keys = jax.random.split(key, len(widths) - 1)
-        self.layers = tuple(
-            eqx.nn.Linear(a, b, key=k) for a, b, k in zip(widths[:-1], widths[1:], keys)
-        )
+        layers = [eqx.nn.Linear(a, b, key=k) for a, b, k in zip(widths[:-1], widths[1:], keys)]
+        if init == "he":
+            layers = [_he(layer, gain=2.0 if n < len(layers) - 1 else 1.0)
+                      for n, layer in enumerate(layers)]  # fmt: skip
+        self.layers = tuple(layers)
         self.activation = activation
 
     @classmethod
@@ -56,12 +73,13 @@ class MLP(eqx.Module):
         in_size: int,
         hidden: Sequence[int],
         activation: Callable[[Array], Array] = jax.nn.relu,
+        init: MLPInit = "he",
         *,
         key: PRNGKeyArray,
     ) -> "MLP":
         """Build `num` independent MLPs as one `MLP` with a leading axis of size `num`."""
         num = check_int("num", num)
-        return _build_stack(cls, num, in_size, tuple(hidden), activation, key)
+        return _build_stack(cls, num, in_size, tuple(hidden), activation, init, key)
 
     def __call__(self, x: Float[Array, " in_size"]) -> Float[Array, ""]:
         """Evaluate one (unstacked) MLP at one point."""
@@ -71,11 +89,19 @@ class MLP(eqx.Module):
         return last(x)[0]
 
 
+def _he(layer: eqx.nn.Linear, gain: float) -> eqx.nn.Linear:
+    """Rescale Equinox's uniform weights to variance `gain / fan_in`; zero the bias."""
+    # Equinox draws U(-1/sqrt(fan_in), 1/sqrt(fan_in)): variance 1 / (3 fan_in).
+    weight = layer.weight * math.sqrt(3.0 * gain)
+    bias = None if layer.bias is None else jnp.zeros_like(layer.bias)
+    return eqx.tree_at(lambda m: (m.weight, m.bias), layer, (weight, bias))
+
+
 @eqx.filter_jit
-def _build_stack(cls, num, in_size, hidden, activation, key):
+def _build_stack(cls, num, in_size, hidden, activation, init, key):
     # Compiled once per configuration: eager construction would compile every random op
     # of every layer shape separately, which takes seconds for a deep MLP.
-    return eqx.filter_vmap(lambda k: cls(in_size, hidden, activation, key=k))(
+    return eqx.filter_vmap(lambda k: cls(in_size, hidden, activation, init, key=k))(
         jax.random.split(key, num)
     )
 
