@@ -120,9 +120,7 @@ def test_kernel_matches_reference(parameterization, spatial, seed):
     )
     kernel = generator.kernel(spatial)
     assert kernel.shape == (2, 3, *spatial)
-    np.testing.assert_allclose(
-        kernel, _reference_kernel(generator, *spatial), rtol=1e-5, atol=1e-6
-    )
+    np.testing.assert_allclose(kernel, _reference_kernel(generator, *spatial), rtol=1e-5, atol=1e-6)
 
 
 @hypothesis.settings(max_examples=3)
@@ -130,9 +128,7 @@ def test_kernel_matches_reference(parameterization, spatial, seed):
 def test_kernel_with_fourier_features_matches_reference(seed, spatial):
     k_features, k_mlp = jax.random.split(jax.random.key(seed))
     rff = cfconv.RandomFourierFeatures(2, 4, scale=2.0, key=k_features)
-    generator = cfconv.SpatialKernelGenerator(
-        2, 2, "hw_cin_cout", (6,), features=rff, key=k_mlp
-    )
+    generator = cfconv.SpatialKernelGenerator(2, 2, "hw_cin_cout", (6,), features=rff, key=k_mlp)
     expected = _reference_kernel(generator, *spatial, rff=rff.frequencies)
     np.testing.assert_allclose(generator.kernel(spatial), expected, rtol=1e-4, atol=1e-5)
 
@@ -178,8 +174,8 @@ def test_drop_in_kernel_source_for_the_layer():
     k_layer, k_gen, k_x = jax.random.split(jax.random.key(3), 3)
     layer = cfconv.CFConv2d(2, 3, key=k_layer)
     generator = cfconv.SpatialKernelGenerator(2, 3, "hw_cin", (6,), key=k_gen)
-    layer = eqx.tree_at(lambda l: l.generator, layer, generator)
-    layer = eqx.tree_at(lambda l: l.bias, layer, jnp.array([0.5, -1.0, 2.0]))
+    layer = eqx.tree_at(lambda m: m.generator, layer, generator)
+    layer = eqx.tree_at(lambda m: m.bias, layer, jnp.array([0.5, -1.0, 2.0]))
     state = layer.init_state((5, 4), key=k_x)
     x = jax.random.normal(k_x, (2, 2, 5, 4))
     expected = [
@@ -289,24 +285,51 @@ _KEY = jax.random.key(0)
 @pytest.mark.parametrize(
     "make, name, exception",
     [
-        (lambda: cfconv.SpatialKernelGenerator(2, 2, "hw_x", key=_KEY), "parameterization",
-         ValueError),
+        (
+            lambda: cfconv.SpatialKernelGenerator(2, 2, "hw_x", key=_KEY),
+            "parameterization",
+            ValueError,
+        ),
         (lambda: cfconv.SpatialKernelGenerator(0, 2, key=_KEY), "in_channels", ValueError),
-        (lambda: cfconv.SpatialKernelGenerator(2, 2, hidden=(4,), branches=0, key=_KEY), "branches",
-         ValueError),
-        (lambda: cfconv.SpatialKernelGenerator(
-            2, 2, features=cfconv.RandomFourierFeatures(3, 2, key=_KEY), key=_KEY),
-         "features", ValueError),
-        (lambda: cfconv.SpatialKernelGenerator(2, 2, hidden=(4,), key=_KEY).kernel((4,)), "spatial_shape",
-         ValueError),
-        (lambda: cfconv.SpatialKernelGenerator(2, 2, hidden=(4,), key=_KEY).kernel((4, 4), chunk_size=0),
-         "chunk_size", ValueError),
+        (
+            lambda: cfconv.SpatialKernelGenerator(2, 2, hidden=(4,), branches=0, key=_KEY),
+            "branches",
+            ValueError,
+        ),
+        (
+            lambda: cfconv.SpatialKernelGenerator(
+                2, 2, features=cfconv.RandomFourierFeatures(3, 2, key=_KEY), key=_KEY
+            ),
+            "features",
+            ValueError,
+        ),
+        (
+            lambda: cfconv.SpatialKernelGenerator(2, 2, hidden=(4,), key=_KEY).kernel((4,)),
+            "spatial_shape",
+            ValueError,
+        ),
+        (
+            lambda: cfconv.SpatialKernelGenerator(2, 2, hidden=(4,), key=_KEY).kernel(
+                (4, 4), chunk_size=0
+            ),
+            "chunk_size",
+            ValueError,
+        ),
         (lambda: cfconv.RandomFourierFeatures(2, 4, scale=-1.0, key=_KEY), "scale", ValueError),
         (lambda: cfconv.SineFeatures(2, 0, key=_KEY), "num", ValueError),
         (lambda: cfconv.offset_coordinates(0, 3), "height", ValueError),
     ],  # fmt: skip
-    ids=["parameterization", "in_channels", "branches", "features", "spatial_shape",
-         "chunk_size", "scale", "num", "height"],  # fmt: skip
+    ids=[
+        "parameterization",
+        "in_channels",
+        "branches",
+        "features",
+        "spatial_shape",
+        "chunk_size",
+        "scale",
+        "num",
+        "height",
+    ],  # fmt: skip
 )
 def test_bad_arguments(make, name, exception, checker):
     with raises_naming(name, exception, checker=checker):
