@@ -48,7 +48,7 @@ def make_mesh(
     data: int | None = None,
     model: int = 1,
     *,
-    devices: Sequence[jax.Device] | None = None,
+    devices: Sequence[Any] | None = None,
 ) -> Mesh:
     """A two-axis device mesh: `data` devices along the data axis times `model` along the
     model axis.

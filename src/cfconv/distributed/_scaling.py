@@ -88,7 +88,7 @@ def scaling_row(
     labels = (np.arange(batch_size) % 2).astype(np.int32)
     step = make_train_step(optimizer, Sparse(num=positions), size, mesh=mesh)
     key = jax.random.key(seed + 1)
-    memory = step.lower(net, states, opt_state, images, labels, key).compile()
+    memory = step.lower(net, states, opt_state, images, labels, key).compile()  # pyright: ignore
     memory = memory.memory_analysis()
     times = []
     for i in range(steps + 1):

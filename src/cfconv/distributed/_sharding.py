@@ -6,6 +6,7 @@ from typing import Any, TypeVar
 import equinox as eqx
 import jax
 import jax.core
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -123,7 +124,7 @@ def tree_shardings(tree: PyTree, mesh: Mesh) -> PyTree:
 
 
 def _is_key(leaf: Any) -> bool:
-    return jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+    return jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
 
 def _same(current: Any, sharding: NamedSharding, ndim: int) -> bool:
@@ -221,7 +222,7 @@ def shard_batch(batch: T, mesh: Mesh) -> T:
             f"{[np.shape(leaf) for leaf in leaves]}"
         )
     (size,) = sizes
-    sharding = batch_sharding(mesh, size)
+    sharding = batch_sharding(mesh, int(size))  # pyright: ignore
     return jax.tree.map(lambda leaf: _place(leaf, sharding), batch)
 
 
