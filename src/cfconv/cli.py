@@ -1,4 +1,5 @@
-"""The `cfconv` command line: `cfconv train`, `demo`, `filters`, `spectral-bias`, `plot`."""
+"""The `cfconv` command line: `cfconv train`, `demo`, `filters`, `spectral-bias`, `plot`,
+`bench`."""
 
 import argparse
 import json
@@ -304,6 +305,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = commands.add_parser("plot", help=doc, description=doc)
     _plots.add_arguments(p, _positive_int, _non_negative_int)
     p.set_defaults(run=_plots._run_command)
+
+    from .bench import _command as _bench
+
+    doc = _bench.run_command.__doc__
+    p = commands.add_parser("bench", help=doc, description=doc)
+    _bench.add_arguments(p)
+    p.set_defaults(run=_bench.run_command)
 
     args = parser.parse_args(argv)
     if args.command == "train":

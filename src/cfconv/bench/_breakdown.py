@@ -1,0 +1,124 @@
+"""The sparse training step in pieces: MLP evaluation, sampling and EMA scatter, FFTs,
+channel mixing. Each piece is jitted alone at the step's shapes, forward and backward
+(where the step differentiates it), for all layers at once."""
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+BREAKDOWN_PIECES: dict[str, str] = {
+    "mlp": "MLP evaluation (coordinates and both MLPs at the sampled positions), forward "
+    "and backward to the MLP parameters",
+    "ema": "sampling the positions and the EMA scatter into the stored kernel, forward "
+    "and backward to the fresh values",
+    "fft": "rfft2 of each layer's input and irfft2 of its output, forward and backward",
+    "mix": "the complex channel mixing (sum over input channels per frequency), forward "
+    "and backward to the activations and the full kernel",
+}
+"""What each `breakdown-*` row times; `breakdown-rest` is the step minus their sum
+(bias, ReLU, pooling, head, loss, optimizer, and whatever fusing the pieces saves or
+costs)."""
+
+
+def _vjp(f: Callable, primal: Any, cotangent: Any):
+    out, pullback = jax.vjp(f, primal)
+    return out, pullback(cotangent)
+
+
+def _normal(rng: np.random.Generator, shape: tuple[int, ...], complex_: bool = False):
+    # numpy, not jax.random: drawing needs no compilation.
+    if complex_:
+        pair = rng.standard_normal((2, *shape), dtype=np.float32)
+        return jnp.asarray(pair[0] + 1j * pair[1])
+    return jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
+
+
+def make_pieces(
+    model: Any,
+    images: jax.Array,
+    image_size: tuple[int, int],
+    num: int,
+    rate: float,
+    *,
+    seed: int = 0,
+) -> dict[str, Callable[[Any, Any], Any]]:
+    """The pieces of a sparse step with `num` positions, as functions
+    `piece(model, states) -> outputs` (jitted; block on the outputs to time them).
+
+    The model and states are arguments, not captured, so that the pieces can share the
+    buffers a training step keeps replacing. Every other input (positions, activations,
+    cotangents) is drawn here once, distinct for every layer so that XLA cannot merge
+    the layers' work, and passed as an argument (not folded into the program).
+    """
+    from .. import ema_update, fourier_mix, sample_positions
+
+    h, w = image_size
+    wf = w // 2 + 1
+    batch = images.shape[0]
+    layers = model.layers
+    n = len(layers)
+    rng = np.random.default_rng(seed)
+    grids = tuple(layer.generator.grid_shape(image_size) for layer in layers)
+    positions = [jnp.asarray(rng.integers(0, math.prod(g), num, dtype=np.int32)) for g in grids]
+    values = [_normal(rng, (num,), True) for _ in range(n)]
+    # act[i]: layer i's output (as a cotangent) and layer i+1's input; spec[i]: layer i's
+    # spectrum before irfft2, and the cotangent of layer i+1's rfft2 output.
+    act = [_normal(rng, (batch, layer.out_channels, h, w)) for layer in layers]
+    spec = [_normal(rng, (batch, layer.out_channels, h, wf), True) for layer in layers]
+    spec_in = _normal(rng, (batch, layers[0].in_channels, h, wf), True)
+    sample_keys = jax.random.split(jax.random.key(seed), n)
+
+    @eqx.filter_jit
+    def mlp(model, positions, values):
+        out = []
+        for layer, p, ct in zip(model.layers, positions, values):
+            v, pullback = eqx.filter_vjp(lambda g, p=p: g(p, image_size), layer.generator)
+            out.append((v, pullback(ct)))
+        return out
+
+    @jax.jit
+    def ema(states, sample_keys, values):
+        out = []
+        for k, grid, state, v in zip(sample_keys, grids, states, values):
+            p = sample_positions(k, grid, num)
+            frozen = jax.lax.stop_gradient(state)
+            out.append(
+                _vjp(
+                    lambda v, p=p, s=frozen: ema_update(s, p, v, rate=rate).kernel, v, state.kernel
+                )  # fmt: skip
+            )
+        return out
+
+    @jax.jit
+    def fft(images, act, spec):
+        out: list[Any] = [jnp.fft.rfft2(images)]  # the images need no gradient
+        for i in range(n):
+            if i > 0:
+                out.append(_vjp(jnp.fft.rfft2, act[i - 1], spec[i - 1]))
+            out.append(_vjp(lambda y: jnp.fft.irfft2(y, s=(h, w)), spec[i], act[i]))
+        return out
+
+    mix_one = jax.vmap(fourier_mix, in_axes=(0, None))
+
+    @jax.jit
+    def mix(states, spec_in, spec):
+        out = []
+        for i, state in enumerate(states):
+            if i == 0:
+                out.append(_vjp(lambda k: mix_one(spec_in, k), state.kernel, spec[0]))
+            else:
+                out.append(_vjp(lambda xk: mix_one(*xk), (spec[i - 1], state.kernel), spec[i]))
+        return out
+
+    return {
+        "mlp": lambda model, states: mlp(model, positions, values),
+        "ema": lambda model, states: ema(states, sample_keys, values),
+        "fft": lambda model, states: fft(images, act, spec),
+        "mix": lambda model, states: mix(states, spec_in, spec),
+    }
