@@ -39,7 +39,9 @@ def docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
-@nox.session(venv_backend="none")
+@nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks (not yet available)."""
-    session.error("benchmarks come in a later issue; there is nothing to run yet")
+    """The paper's Tables 1-3 (`cfconv bench`); default `--quick`, other options after `--`
+    (`nox -s bench -- --preset default --json bench.json`)."""
+    session.install("-e", ".")
+    session.run("cfconv", "bench", *(session.posargs or ["--quick"]))

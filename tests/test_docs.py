@@ -22,13 +22,14 @@ API_PAGES = sorted((DOCS / "api").glob("*.md"))
 # Each module's `__all__` is documented in `::: MODULE.NAME` lines of docs/api/.
 PUBLIC_MODULES = [
     "cfconv",
+    "cfconv.bench",
     "cfconv.data",
     "cfconv.distributed",
     "cfconv.experiments",
     "cfconv.models",
     "cfconv.train",
 ]
-CLI_COMMANDS = ["demo", "train", "filters", "spectral-bias", "plot"]
+CLI_COMMANDS = ["demo", "train", "filters", "spectral-bias", "plot", "bench"]
 
 _DIRECTIVE = re.compile(r"^:::\s+(\S+)\s*$", re.MULTILINE)
 # [`cfconv.name`][] and [text][cfconv.name]: mkdocstrings cross-references.

@@ -4,6 +4,7 @@ import importlib.metadata
 
 # The subpackages, so that `import cfconv` is enough for `cfconv.models.make_model(...)`.
 from . import (
+    bench as bench,
     data as data,
     distributed as distributed,
     models as models,

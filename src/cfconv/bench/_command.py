@@ -58,6 +58,16 @@ def _counts(text: str) -> tuple[int, ...]:
     return tuple(_count(part) for part in text.split(","))
 
 
+def _counts_plain(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"device counts must be positive, got {text!r}")
+    return counts
+
+
 def _names(text: str) -> tuple[str, ...]:
     names = tuple(part.strip() for part in text.split(",") if part.strip())
     if not names:
@@ -113,6 +123,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
     p.add_argument("--docs", metavar="FILE", help="regenerate a docs page (e.g. "
                    "docs/benchmarks.md) from the results, keeping its notes")  # fmt: skip
+    p.add_argument("--devices", type=_counts_plain, metavar="N1,N2,...",
+                   help="also measure the sparse step on 1xN (or Nx1) meshes of N forced "
+                   "CPU devices, each count in a subprocess "
+                   "(cfconv.distributed.scaling_rows), at the breakdown's positions")  # fmt: skip
+    p.add_argument("--devices-axis", choices=("model", "data"), default="model",
+                   help="put the --devices on the model axis (kernel states split over "
+                   "output channels; default) or the data axis (batches split)")  # fmt: skip
     p.add_argument("--no-reexec", action="store_true",
                    help="on CPU, do not restart with GLIBC_TUNABLES=" + HUGETLB + " when it "
                    "is not set (huge-page malloc speeds up XLA's buffers)")  # fmt: skip
@@ -131,6 +148,10 @@ def _command_line(args: argparse.Namespace) -> str:
             words.append(f"{option}={text}")
     if args.memory_limit is not None:
         words.append(f"--memory-limit={args.memory_limit:g}")
+    if args.devices is not None:
+        words.append(f"--devices={','.join(map(str, args.devices))}")
+        if args.devices_axis != "model":
+            words.append(f"--devices-axis={args.devices_axis}")
     if args.docs is not None:
         words.append(f"--docs={args.docs}")
     return " ".join(shlex.quote(w) for w in words)
@@ -156,6 +177,15 @@ def run_command(args: argparse.Namespace) -> int:
         config = config_from_args(args)
     except ValueError as error:
         raise SystemExit(f"cfconv bench: {error}") from None
+    if args.devices is not None:
+        divides = config.width if args.devices_axis == "model" else config.batch_size
+        what = "width" if args.devices_axis == "model" else "batch size"
+        bad = [n for n in args.devices if divides % n]
+        if bad:
+            raise SystemExit(
+                f"cfconv bench: --devices {bad} must divide the {what} ({divides}) on the "
+                f"{args.devices_axis} axis"
+            )
     on_cpu = jax.default_backend() == "cpu"
     # Only a real `cfconv bench` process restarts itself (not a test calling `main`).
     from_command_line = sys.argv[1:2] == ["bench"]
@@ -178,6 +208,17 @@ def run_command(args: argparse.Namespace) -> int:
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
     result = run_benchmark(config, settings=settings)
+    if args.devices is not None:
+        from ..distributed import scaling_rows
+
+        print(f"cfconv bench: scaling over {args.devices} devices ({args.devices_axis} axis)",
+              flush=True)  # fmt: skip
+        result["scaling"] = scaling_rows(
+            args.devices, axis=args.devices_axis, model_name="hw_cin_cout",
+            width=config.width, depth=config.depth, image_size=config.image_size,
+            batch_size=config.batch_size, positions=config.breakdown_positions,
+            steps=config.repeats, seed=config.seed,
+        )  # fmt: skip
     print()
     print(markdown_report(result))
     if args.json is not None:

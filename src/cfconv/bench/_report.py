@@ -120,11 +120,33 @@ def markdown_report(result: dict[str, Any]) -> str:
             f"{_bytes(naive['memory_bytes'])} to train ({_ratio(naive['memory_ratio'])} the "
             f"CNN's){'' if naive['fits'] else '; it was not run'}."
         )
+    if result.get("scaling"):
+        from ..distributed import scaling_table
+
+        parts.append("### Scaling over devices (sparse step, forced CPU devices)")
+        parts.append(
+            "Each device count in its own process (`cfconv.distributed.scaling_rows`); the "
+            "forced devices share this machine's cores, so step times show partitioning "
+            "overhead, not speed-up."
+        )
+        parts.append(scaling_table(result["scaling"]))
     return "\n\n".join(parts) + "\n"
 
 
 def docs_page(result: dict[str, Any], command: str, notes: str | None = None) -> str:
-    """The page `docs/benchmarks.md`: how it was made, the report, then `notes`."""
+    """The page `docs/benchmarks.md`: how it was made, the report, then `notes`.
+
+    **Arguments:**
+
+    - `result`: a [`cfconv.bench.run_benchmark`][] result.
+    - `command`: the command that made it, shown on the page for rerunning.
+    - `notes`: markdown to put below [`NOTES_MARKER`][cfconv.bench.NOTES_MARKER]
+      (default: an empty notes section).
+
+    **Returns:**
+
+    The page's markdown.
+    """
     device = result["device"]
     head = f"""# Benchmarks
 
