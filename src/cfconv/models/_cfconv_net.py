@@ -66,11 +66,10 @@ class CFConvNet(AbstractModel):
     layer by layer, so that on white noise propagated through the generated kernels each
     layer has the stored kernel's expected gain (`generator_init="gain"`, LSUV on noise,
     see [`calibrate_generators`][cfconv.models.calibrate_generators]). The second step
-    matters: at initialisation a generator's output is nearly constant (its biases
-    dominate), so its channels add coherently, and a generated `hw_cin_cout` kernel with
-    the state's $E|K|^2$ makes activations grow about $7\times$ per layer
-    (`generator_init="state"` shows it). `generator_init="none"` keeps Equinox's
-    initialisation.
+    matters: a smooth generator's output is largely shared by all channel pairs, so its
+    channels add coherently, and a generated `hw_cin_cout` kernel with the state's
+    $E|K|^2$ makes activations grow several times per layer (`generator_init="state"`
+    shows it). `generator_init="none"` keeps the MLPs' own (He) initialisation.
 
     !!! example
 

@@ -33,11 +33,12 @@ The generator
 -------------
 
 The formula above assumes that the kernel's entries are independent. A kernel generated
-by one smooth MLP is not: at Equinox's initialisation the output of a deep ReLU MLP is
-dominated by its biases, so the generated kernel is nearly constant over frequencies and
-channels (a $1 \times 1$ convolution with the same weight for every channel pair). Its
+by one smooth MLP is not: most of its power is shared by all channel pairs (under
+Equinox's default initialisation, with biases as large as the weights, a deep ReLU MLP's
+output is its biases, and the kernel is the same for every channel pair; the MLPs'
+He initialisation with zero biases reduces but does not remove the shared part). Its
 channels then add coherently, and a generated kernel with the stored kernel's $E|K|^2$
-makes activations grow up to $7\times$ per layer. The generators are therefore scaled by
+makes activations grow several times per layer. The generators are therefore scaled by
 the *gain* they give on white-noise inputs propagated through the network, not by their
 power; see `calibrate_generators`.
 """
