@@ -298,7 +298,7 @@ _KEY = jax.random.key(0)
     "make, name, exception",
     [
         (
-            lambda: cfconv.SpatialKernelGenerator(2, 2, "hw_x", key=_KEY),
+            lambda: cfconv.SpatialKernelGenerator(2, 2, "hw_x", key=_KEY),  # pyright: ignore[reportArgumentType]
             "parameterization",
             ValueError,
         ),
@@ -316,7 +316,7 @@ _KEY = jax.random.key(0)
             ValueError,
         ),
         (
-            lambda: cfconv.SpatialKernelGenerator(2, 2, hidden=(4,), key=_KEY).kernel((4,)),
+            lambda: cfconv.SpatialKernelGenerator(2, 2, hidden=(4,), key=_KEY).kernel((4,)),  # pyright: ignore[reportArgumentType]
             "spatial_shape",
             ValueError,
         ),
