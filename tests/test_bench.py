@@ -161,6 +161,8 @@ def test_markdown_and_docs_page(tiny):
         (["--quick", "--preset", "tiny"], "not allowed with"),
         (["--variants", "sparse-vmap-2^7"], "`variants`"),
         (["--positions", "64,2^6"], "`positions` must not repeat"),
+        (["--devices", "0"], "--devices"),
+        (["--devices", "3"], "--devices [3] must divide the width (4)"),
     ],
 )
 def test_bad_arguments(argv, message, capsys):
