@@ -2,8 +2,13 @@
 
 These checks need no MkDocs: the API pages document every public name of `cfconv` and
 of its subpackages exactly once, every `::: target` and every cross-reference names a
-real object, the command-line page covers every option, and the code in the quickstart
-and the README runs.
+real object, the command-line page covers every option, and the code of the guides and
+the README runs.
+
+Every ```python block of the README and of the guide pages (`docs/*.md` and
+`docs/guides/*.md`, not the API pages) is executed, the blocks of one page in order in one
+namespace. A block that must not run (a long training, say) starts with the line
+`# not run: <why>`, which readers see too; shell commands go in ```bash blocks.
 """
 
 import importlib
@@ -35,6 +40,12 @@ _DIRECTIVE = re.compile(r"^:::\s+(\S+)\s*$", re.MULTILINE)
 # [`cfconv.name`][] and [text][cfconv.name]: mkdocstrings cross-references.
 _CROSSREF = re.compile(r"\[`(cfconv\.[\w.]+)`\]\[\]|\]\[(cfconv\.[\w.]+)\]")
 _PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+_NOT_RUN = "# not run:"
+# The pages whose examples run: the README and every guide (the API pages hold fragments).
+GUIDE_PAGES = sorted(
+    p.relative_to(ROOT).as_posix() for p in [*DOCS.glob("*.md"), *(DOCS / "guides").glob("*.md")]
+)
+PAGES_WITH_CODE = [p for p in ["README.md", *GUIDE_PAGES] if "```python" in (ROOT / p).read_text()]
 
 
 def _directives() -> list[tuple[str, str]]:
@@ -129,14 +140,26 @@ def test_crossrefs_resolve():
     assert seen > 0
 
 
-@pytest.mark.parametrize("path", ["docs/quickstart.md", "README.md"])
-def test_python_blocks_run(path):
+def test_guide_pages_found():
+    for page in ["docs/quickstart.md", "docs/guides/faq.md", "docs/guides/parameterizations.md"]:
+        assert page in PAGES_WITH_CODE
+
+
+@pytest.mark.parametrize("path", PAGES_WITH_CODE)
+def test_python_blocks_run(path, tmp_path, monkeypatch):
     blocks = _python_blocks(ROOT / path)
-    assert blocks, f"no ```python blocks in {path}"
+    monkeypatch.chdir(tmp_path)  # a block that writes files writes them here
     namespace: dict[str, object] = {"__name__": "__docs__"}
     for i, block in enumerate(blocks):
+        if block.startswith(_NOT_RUN):
+            continue
         code = compile(block, f"{path}[python block {i}]", "exec")
         exec(code, namespace)
+
+
+@pytest.mark.parametrize("path", ["README.md", "docs/quickstart.md"])
+def test_has_python_blocks(path):
+    assert _python_blocks(ROOT / path), f"no ```python blocks in {path}"
 
 
 def _options(command: str, capsys: pytest.CaptureFixture[str]) -> set[str]:
