@@ -56,7 +56,7 @@ class TrainConfig:
     """
 
     model: str = "hw_cin_cout"
-    strategy: str = "sparse-vmap"
+    strategy: str = "sparse-scan"
     positions: int = 2**12
     rate: float = 0.1
     chunk_size: int = 2**15
