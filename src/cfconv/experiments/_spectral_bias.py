@@ -9,11 +9,10 @@ adjusted to the same number of trainable parameters.
 """
 
 import dataclasses
-import io
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import equinox as eqx
 import jax
@@ -356,7 +355,7 @@ class SpectralBiasResult:
 
 
 def run_spectral_bias(
-    config: SpectralBiasConfig, *, log: io.TextIOBase | None = None
+    config: SpectralBiasConfig, *, log: TextIO | None = None
 ) -> SpectralBiasResult:
     """Fit every target with every generator and seed; measure the errors.
 
