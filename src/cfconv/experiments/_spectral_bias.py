@@ -12,7 +12,7 @@ import dataclasses
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any, Protocol, runtime_checkable
 
 import equinox as eqx
 import jax
@@ -35,6 +35,15 @@ DOMAINS: tuple[str, ...] = ("fourier", "spatial", "spatial-fourier-features")
 """The kernel generators compared, by the domain their MLPs describe."""
 
 _PARAMETERIZATION = "hw_cin_cout"
+
+
+@runtime_checkable
+class TextLog(Protocol):
+    """Anything with `write(str)` and `flush()`: a text file, `sys.stderr`, a `StringIO`."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -355,7 +364,7 @@ class SpectralBiasResult:
 
 
 def run_spectral_bias(
-    config: SpectralBiasConfig, *, log: TextIO | None = None
+    config: SpectralBiasConfig, *, log: TextLog | None = None
 ) -> SpectralBiasResult:
     """Fit every target with every generator and seed; measure the errors.
 
