@@ -32,6 +32,15 @@ DEFAULT_HIDDEN: dict[str, tuple[int, ...]] = {
 }
 """Hidden widths used when none are given: the paper's for `hw` and `hw_cin_cout`."""
 
+# Axes of (cin, cout) that index the MLPs of each parameterization, and the axes that
+# each MLP covers (whose channel coordinates it takes as inputs); paper Table 1.
+BLOCK_LAYOUT: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "hw": ((0, 1), ()),
+    "hw_cin": ((1,), (0,)),
+    "hw_cout": ((0,), (1,)),
+    "hw_cin_cout": ((), (0, 1)),
+}
+
 # Which of (c_in, c_out) each parameterization feeds to its MLPs as coordinates.
 _CHANNEL_INPUTS = {
     "hw": (False, False),
@@ -165,12 +174,7 @@ class KernelGenerator(eqx.Module):
 
     def _block_layout(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Axes of `(cin, cout)` that index MLPs, and the axes that each MLP covers."""
-        return {
-            "hw": ((0, 1), ()),
-            "hw_cin": ((1,), (0,)),
-            "hw_cout": ((0,), (1,)),
-            "hw_cin_cout": ((), (0, 1)),
-        }[self.parameterization]
+        return BLOCK_LAYOUT[self.parameterization]
 
     def materialize(
         self,

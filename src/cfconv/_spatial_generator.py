@@ -11,19 +11,9 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from ._custom_types import FourierKernel, KernelValues, Positions
 from ._errors import check_array, check_int, check_shape
 from ._features import AbstractFeatures
-from ._generators import DEFAULT_HIDDEN, PARAMETERIZATIONS, Parameterization
+from ._generators import BLOCK_LAYOUT, DEFAULT_HIDDEN, PARAMETERIZATIONS, Parameterization
 from ._mlp import MLP, stack_apply
 from ._positions import axis_coordinate
-
-
-# Axes of (cin, cout) that index MLPs, and the axes that each MLP covers (whose channel
-# coordinates it takes as inputs), as for the Fourier generators (paper Table 1).
-_BLOCK_LAYOUT = {
-    "hw": ((0, 1), ()),
-    "hw_cin": ((1,), (0,)),
-    "hw_cout": ((0,), (1,)),
-    "hw_cin_cout": ((), (0, 1)),
-}
 
 
 def offset_coordinates(
@@ -136,7 +126,7 @@ class SpatialKernelGenerator(eqx.Module):
                     f"{features.in_size}"
                 )
         hidden = DEFAULT_HIDDEN[parameterization] if hidden is None else tuple(hidden)
-        mlp_axes, block_axes = _BLOCK_LAYOUT[parameterization]
+        mlp_axes, block_axes = BLOCK_LAYOUT[parameterization]
         num = math.prod((cin, cout)[a] for a in mlp_axes)
         in_size = (2 if features is None else features.out_size) + len(block_axes)
         self.mlp = MLP.stack(num * branches, in_size, hidden, activation, key=key)
@@ -153,7 +143,7 @@ class SpatialKernelGenerator(eqx.Module):
 
     def _inputs(self, index: Int[Array, " n"], h: int, w: int) -> Float[Array, "n k"]:
         """MLP inputs for flat indices into one MLP's block `(block channels..., h, w)`."""
-        _, block_axes = _BLOCK_LAYOUT[self.parameterization]
+        _, block_axes = BLOCK_LAYOUT[self.parameterization]
         column = index % w
         row = (index // w) % h
         rest = index // (h * w)
@@ -201,7 +191,7 @@ class SpatialKernelGenerator(eqx.Module):
         """
         cin, cout, h, _ = self.grid_shape(spatial_shape)
         w = spatial_shape[1]
-        mlp_axes, block_axes = _BLOCK_LAYOUT[self.parameterization]
+        mlp_axes, block_axes = BLOCK_LAYOUT[self.parameterization]
         channel_dims = (cin, cout)
         block_dims = tuple(channel_dims[a] for a in block_axes) + (h, w)
         block = math.prod(block_dims)

@@ -271,7 +271,7 @@ def demo(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `cfconv` command line with `argv` (default: `sys.argv[1:]`)."""
-    from .experiments import _filters, _plots, _spectral_bias
+    from .experiments import _commands as _experiments, _filters
 
     parser = argparse.ArgumentParser(
         prog="cfconv",
@@ -297,15 +297,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     _filters.add_arguments(p, _positive_int)
     p.set_defaults(run=_filters.fit_filters)
 
-    doc = _spectral_bias._run_command.__doc__
+    doc = _experiments.spectral_bias_command.__doc__
     p = commands.add_parser("spectral-bias", help=doc, description=doc)
-    _spectral_bias.add_arguments(p, _positive_int, _widths)
-    p.set_defaults(run=_spectral_bias._run_command)
+    _experiments.add_spectral_bias_arguments(p, _positive_int, _widths)
+    p.set_defaults(run=_experiments.spectral_bias_command)
 
-    doc = _plots._run_command.__doc__
+    doc = _experiments.plot_command.__doc__
     p = commands.add_parser("plot", help=doc, description=doc)
-    _plots.add_arguments(p, _positive_int, _non_negative_int)
-    p.set_defaults(run=_plots._run_command)
+    _experiments.add_plot_arguments(p, _positive_int, _non_negative_int)
+    p.set_defaults(run=_experiments.plot_command)
 
     from .bench import _command as _bench
 

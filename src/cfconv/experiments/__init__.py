@@ -17,21 +17,23 @@ from ._plots import (
     plot_spectral_bias as plot_spectral_bias,
 )
 from ._spectral_bias import (
-    DOMAINS as DOMAINS,
-    TARGETS as TARGETS,
-    SpectralBiasConfig as SpectralBiasConfig,
     SpectralBiasResult as SpectralBiasResult,
-    band_edges as band_edges,
-    band_labels as band_labels,
-    band_shares as band_shares,
     format_tables as format_tables,
-    kernel_errors as kernel_errors,
     make_generator as make_generator,
     matched_hidden as matched_hidden,
     run_spectral_bias as run_spectral_bias,
     summarize as summarize,
-    target_kernel as target_kernel,
     trainable_parameters as trainable_parameters,
+)
+from ._spectral_setup import (
+    DOMAINS as DOMAINS,
+    TARGETS as TARGETS,
+    SpectralBiasConfig as SpectralBiasConfig,
+    band_edges as band_edges,
+    band_labels as band_labels,
+    band_shares as band_shares,
+    kernel_errors as kernel_errors,
+    target_kernel as target_kernel,
 )
 
 

@@ -7,7 +7,6 @@ Agg without touching pyplot's global state.
 
 import os
 import pathlib
-import sys
 from typing import Any
 
 import equinox as eqx
@@ -343,7 +342,7 @@ def plot_spectral_bias(result, out_dir: str | os.PathLike, *, dpi: int = 72) -> 
 
     The paths written.
     """
-    from ._spectral_bias import band_edges, band_labels
+    from ._spectral_setup import band_edges, band_labels
 
     config = result.config
     out = pathlib.Path(out_dir)
@@ -399,54 +398,3 @@ def plot_spectral_bias(result, out_dir: str | os.PathLike, *, dpi: int = 72) -> 
     # Noisy log spectra compress poorly: this figure gets 8/9 of the resolution.
     paths.append(_save(fig, out / "spectral-bias-kernels.png", dpi * 8 // 9))
     return paths
-
-
-# --- `cfconv plot` -------------------------------------------------------------------------
-
-
-def _run_command(args) -> int:
-    """Draw a trained model's kernels (Fourier magnitude and phase, spatial kernel) and one
-    step's sparse sampling pattern, from the checkpoint folder of a `cfconv train` run."""
-    try:
-        paths = plot_checkpoint(args.checkpoint, args.out, layers=args.layers, pairs=args.pairs,
-                                source=args.source, seed=args.seed)  # fmt: skip
-    except ValueError as error:
-        print(f"cfconv plot: {error}", file=sys.stderr)
-        return 2
-    for path in paths:
-        print(f"wrote {path}")
-    return 0
-
-
-def add_arguments(p, positive_int, non_negative_int) -> None:
-    """The options of `cfconv plot`."""
-    p.add_argument(
-        "checkpoint",
-        metavar="CHECKPOINT",
-        help="the checkpoint folder of a `cfconv train` run (or its file)",
-    )
-    p.add_argument(
-        "--out",
-        metavar="DIR",
-        default="kernel-plots",
-        help="where to write the PNGs (default kernel-plots)",
-    )
-    p.add_argument(
-        "--layers",
-        type=non_negative_int,
-        nargs="+",
-        metavar="N",
-        help="the layers to draw, from 0 (default all)",
-    )
-    p.add_argument(
-        "--pairs", type=positive_int, default=4, help="channel pairs drawn per layer (default 4)"
-    )
-    p.add_argument(
-        "--source",
-        choices=("stored", "generator"),
-        default="stored",
-        help="stored: the stored kernels inference uses (default); generator: the "
-        "generators materialized densely (CF-Conv nets)",
-    )
-    p.add_argument("--seed", type=non_negative_int, default=0,
-                   help="seed of the sampled positions drawn (default 0)")  # fmt: skip

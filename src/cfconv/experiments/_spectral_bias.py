@@ -9,7 +9,6 @@ adjusted to the same number of trainable parameters.
 """
 
 import dataclasses
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -22,19 +21,19 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._features import RandomFourierFeatures
-from .._generators import DEFAULT_HIDDEN, KernelGenerator
+from .._generators import KernelGenerator
 from .._mlp import parameter_count
 from .._spatial_generator import SpatialKernelGenerator
 from .._spectral import spectral_conv
-
-
-TARGETS: tuple[str, ...] = ("low-pass", "band-pass", "high-pass", "gabor", "random")
-"""The target filters of [`run_spectral_bias`][cfconv.experiments.run_spectral_bias]."""
-
-DOMAINS: tuple[str, ...] = ("fourier", "spatial", "spatial-fourier-features")
-"""The kernel generators compared, by the domain their MLPs describe."""
-
-_PARAMETERIZATION = "hw_cin_cout"
+from ._spectral_setup import (
+    _PARAMETERIZATION,
+    DOMAINS,
+    SpectralBiasConfig,
+    band_labels,
+    band_shares,
+    kernel_errors,
+    target_kernel,
+)
 
 
 @runtime_checkable
@@ -44,186 +43,6 @@ class TextLog(Protocol):
     def write(self, text: str, /) -> int: ...
 
     def flush(self) -> None: ...
-
-
-@dataclasses.dataclass(frozen=True)
-class SpectralBiasConfig:
-    """The settings of a spectral-bias run.
-
-    **Fields:**
-
-    - `image_size`: images and kernels are `image_size x image_size`.
-    - `steps`: Adam steps per fit (the same for every generator).
-    - `batch_size`: white-noise images per step.
-    - `lr`: Adam's learning rate (the same for every generator).
-    - `seeds`: fits per target and generator, with seeds `0 .. seeds - 1` (the seed
-      draws the generator's initial weights, the images, the random features and the
-      `"random"` target).
-    - `hidden`: the MLP widths of the Fourier and spatial generators (default the
-      paper's `(32, 32, 32, 16, 16, 16, 8, 8, 8)`); the generator with Fourier features
-      gets the widths that give it the same number of trainable parameters.
-    - `num_features`: random frequencies of the Fourier features (twice as many
-      features).
-    - `feature_scale`: standard deviation of those frequencies, as a fraction of the
-      Nyquist frequency of the kernel grid.
-    - `bands`: bands of radial frequency for the per-band errors.
-    - `targets`, `domains`: subsets of `TARGETS` and `DOMAINS` to run.
-    """
-
-    image_size: int = 64
-    steps: int = 1000
-    batch_size: int = 8
-    lr: float = 1e-3
-    seeds: int = 3
-    hidden: tuple[int, ...] = DEFAULT_HIDDEN[_PARAMETERIZATION]
-    num_features: int = 16
-    feature_scale: float = 0.25
-    bands: int = 8
-    targets: tuple[str, ...] = TARGETS
-    domains: tuple[str, ...] = DOMAINS
-
-    def __post_init__(self):
-        for name in ("image_size", "steps", "batch_size", "seeds", "num_features", "bands"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
-        if self.image_size < 4:
-            raise ValueError(f"`image_size` must be at least 4, got {self.image_size}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"`lr` must be positive, got {self.lr!r}")
-        if not (isinstance(self.feature_scale, (int, float)) and self.feature_scale > 0):
-            raise ValueError(f"`feature_scale` must be positive, got {self.feature_scale!r}")
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f"`hidden` must be non-empty positive widths, got {self.hidden!r}")
-        for name, allowed in (("targets", TARGETS), ("domains", DOMAINS)):
-            chosen = getattr(self, name)
-            if not chosen or any(c not in allowed for c in chosen):
-                raise ValueError(
-                    f"`{name}` must be a non-empty subset of {allowed}, got {chosen!r}"
-                )
-
-    @classmethod
-    def quick(cls, **overrides: Any) -> "SpectralBiasConfig":
-        """A small version (`cfconv spectral-bias --quick`): 16 x 16, 300 steps, 2 seeds."""
-        settings: dict[str, Any] = dict(image_size=16, steps=300, seeds=2, bands=4)
-        settings.update(overrides)
-        return cls(**settings)
-
-
-def _frequencies(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Frequencies (cycles per pixel) of the full `size x size` FFT grid."""
-    f = np.fft.fftfreq(size)
-    return np.meshgrid(f, f, indexing="ij")
-
-
-def _offsets(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Signed circular offsets (pixels) of a `size x size` kernel with origin at [0, 0]."""
-    d = np.fft.fftfreq(size) * size
-    return np.meshgrid(d, d, indexing="ij")
-
-
-def target_kernel(name: str, size: int, *, seed: int = 0) -> np.ndarray:
-    r"""A target filter as a real `size x size` spatial kernel (origin at `[0, 0]`).
-
-    Frequencies $f$ are in cycles per pixel and offsets $d$ in pixels, so a target is
-    the same pixel-scale filter at every size; $\rho = |f|$ is the radial frequency.
-
-    - `"low-pass"`: $\exp(-\rho^2 / 2 \cdot 0.1^2)$.
-    - `"band-pass"`: $\exp(-(\rho - 0.25)^2 / 2 \cdot 0.05^2)$, a ring.
-    - `"high-pass"`: $1 - \exp(-\rho^2 / 2 \cdot 0.1^2)$.
-    - `"gabor"`: $\exp(-|d|^2 / 2 \cdot 2^2) \cos(2\pi f_0 \cdot d)$ with $|f_0| = 0.25$
-      at 30 degrees, oriented.
-    - `"random"`: a $5 \times 5$ kernel of standard normal entries centred on the origin,
-      drawn from `seed`.
-
-    **Arguments:**
-
-    - `name`: one of [`TARGETS`][cfconv.experiments.TARGETS].
-    - `size`: the image size (at least 5).
-    - `seed`: the seed of the `"random"` target (ignored by the others).
-
-    **Returns:**
-
-    A float64 numpy array of shape `(size, size)`, not normalised.
-    """
-    if name not in TARGETS:
-        raise ValueError(f"`name` must be one of {TARGETS}, got {name!r}")
-    if size < 5:
-        raise ValueError(f"`size` must be at least 5, got {size}")
-    fy, fx = _frequencies(size)
-    rho = np.hypot(fy, fx)
-    if name in ("low-pass", "band-pass", "high-pass"):
-        response = {
-            "low-pass": lambda: np.exp(-(rho**2) / (2 * 0.1**2)),
-            "band-pass": lambda: np.exp(-((rho - 0.25) ** 2) / (2 * 0.05**2)),
-            "high-pass": lambda: 1 - np.exp(-(rho**2) / (2 * 0.1**2)),
-        }[name]()
-        return np.real(np.fft.ifft2(response))  # real and even responses: real kernels
-    dy, dx = _offsets(size)
-    if name == "gabor":
-        angle = np.deg2rad(30.0)
-        carrier = 2 * np.pi * 0.25 * (np.cos(angle) * dx + np.sin(angle) * dy)
-        return np.exp(-(dy**2 + dx**2) / (2 * 2.0**2)) * np.cos(carrier)
-    values = np.random.default_rng(seed).standard_normal((5, 5))
-    kernel = np.zeros((size, size))
-    kernel[:5, :5] = values
-    return np.roll(kernel, (-2, -2), axis=(0, 1))
-
-
-def band_edges(config: SpectralBiasConfig) -> np.ndarray:
-    """Edges of the radial-frequency bands: `bands` equal bands over `[0, 0.5]` cycles
-    per pixel; the last band also holds the corners beyond 0.5 (up to 0.707)."""
-    return np.linspace(0.0, 0.5, config.bands + 1)
-
-
-def band_labels(config: SpectralBiasConfig) -> list[str]:
-    """The keys of `band_errors`: `"0.000-0.062"` etc. (cycles per pixel)."""
-    edges = band_edges(config)
-    labels = [f"{a:.3f}-{b:.3f}" for a, b in zip(edges[:-1], edges[1:])]
-    labels[-1] = f"{edges[-2]:.3f}-0.707"
-    return labels
-
-
-def kernel_errors(
-    learned: np.ndarray, target: np.ndarray, config: SpectralBiasConfig
-) -> tuple[float, dict[str, float]]:
-    r"""The relative error of a learned spatial kernel, overall and per band.
-
-    With $\Delta = \operatorname{fft2}(k_{learned} - k_{target})$ and
-    $T = \operatorname{fft2}(k_{target})$ on the full grid: `rel_error` is
-    $\lVert \Delta \rVert / \lVert T \rVert$ (the same in the spatial domain, by
-    Parseval), and the error of band $b$ is $\lVert \Delta_b \rVert / \lVert T \rVert$,
-    its share of the whole, so that the squares of the band errors add up to the square
-    of `rel_error`.
-
-    **Arguments:**
-
-    - `learned`, `target`: real kernels of shape `(size, size)`.
-    - `config`: the run's settings (for the bands).
-
-    **Returns:**
-
-    `(rel_error, band_errors)`.
-    """
-    delta = np.fft.fft2(np.asarray(learned, np.float64) - target)
-    norm = np.linalg.norm(np.fft.fft2(target))
-    band = _band_index(target.shape[0], config)
-    errors = {
-        label: float(np.linalg.norm(delta[band == b]) / norm)
-        for b, label in enumerate(band_labels(config))
-    }
-    return float(np.linalg.norm(delta) / norm), errors
-
-
-def _band_index(size: int, config: SpectralBiasConfig) -> np.ndarray:
-    fy, fx = _frequencies(size)
-    edges = band_edges(config)
-    return np.clip(np.searchsorted(edges, np.hypot(fy, fx), side="right") - 1, 0, config.bands - 1)
-
-
-def band_shares(target: np.ndarray, config: SpectralBiasConfig) -> dict[str, float]:
-    """The target's own norm per band over its total norm (the error of a zero kernel)."""
-    return kernel_errors(np.zeros_like(target), target, config)[1]
 
 
 def _mlp_size(in_size: int, hidden: Sequence[int]) -> int:
@@ -505,85 +324,3 @@ def format_tables(result: SpectralBiasResult) -> str:
             s = summary[(target, "fourier")]
             lines.append(f"| {target} | {s['mean']:.4f} | {s['rel_error_2x']:.4f} |")
     return "\n".join(lines)
-
-
-def _run_command(args) -> int:
-    """Fit low-, band- and high-pass, Gabor and random filters with Fourier- and
-    spatial-domain kernel generators; report the error per band of frequency."""
-    import json
-    import pathlib
-    import platform
-
-    overrides: dict[str, Any] = {}
-    for name in ("image_size", "steps", "batch_size", "lr", "seeds", "hidden", "num_features",
-                 "feature_scale", "bands"):  # fmt: skip
-        value = getattr(args, name)
-        if value is not None:
-            overrides[name] = tuple(value) if name == "hidden" else value
-    try:
-        config = (
-            SpectralBiasConfig.quick(**overrides) if args.quick else SpectralBiasConfig(**overrides)
-        )
-    except ValueError as error:
-        print(f"cfconv spectral-bias: {error}", file=sys.stderr)
-        return 2
-    fits = len(config.targets) * len(config.domains) * config.seeds
-    print(f"cfconv spectral-bias: {fits} fits of {config.steps} Adam steps on "
-          f"{config.image_size}x{config.image_size} white noise ({jax.default_backend()})",
-          flush=True)  # fmt: skip
-    start = time.perf_counter()
-    result = run_spectral_bias(config, log=sys.stderr)
-    seconds = time.perf_counter() - start
-    print()
-    print(format_tables(result))
-    print(f"\n{fits} fits in {seconds:.0f} s")
-    if args.figures is not None:
-        from ._plots import plot_spectral_bias
-
-        for path in plot_spectral_bias(result, args.figures):
-            print(f"wrote {path}")
-    if args.json is not None:
-        data = result.to_json()
-        data["machine"] = {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()],
-            "seconds": seconds,
-        }
-        path = pathlib.Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=2) + "\n")
-        print(f"wrote {path}")
-    return 0
-
-
-def add_arguments(p, positive_int, widths) -> None:
-    """The options of `cfconv spectral-bias`."""
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="a small version: 16x16, 300 steps, 2 seeds, 4 bands (under a minute)",
-    )
-    p.add_argument("--image-size", type=positive_int, help="image and kernel size (64)")
-    p.add_argument("--steps", type=positive_int, help="Adam steps per fit (1000)")
-    p.add_argument("--batch-size", type=positive_int, help="white-noise images per step (8)")
-    p.add_argument("--lr", type=float, help="Adam learning rate (1e-3)")
-    p.add_argument("--seeds", type=positive_int, help="seeds per target and generator (3)")
-    p.add_argument(
-        "--hidden",
-        type=widths,
-        metavar="W1,W2,...",
-        help="MLP hidden widths (the paper's 32,32,32,16,16,16,8,8,8)",
-    )
-    p.add_argument(
-        "--num-features", type=positive_int, help="random Fourier frequencies of generator (c) (16)"
-    )
-    p.add_argument(
-        "--feature-scale",
-        type=float,
-        help="their standard deviation, as a fraction of the grid's Nyquist (0.25)",
-    )
-    p.add_argument("--bands", type=positive_int, help="bands of radial frequency (8)")
-    p.add_argument("--json", metavar="FILE", help="write the settings and results as JSON")
-    p.add_argument("--figures", metavar="DIR", help="save the figures (PNG) there")  # fmt: skip

@@ -52,6 +52,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._generators import BLOCK_LAYOUT
 from .._layer import CFConv2d
 from .._mlp import MLP
 from .._spectral import spectral_conv
@@ -63,15 +64,6 @@ GENERATOR_INITS: tuple[str, ...] = ("gain", "state", "none")
 _RELU_DC_FACTOR = 1.0 - 1.0 / (2.0 * math.pi)
 """The fraction of a post-ReLU input's second moment that a U[-s, s] kernel passes at
 full power (the rest, the mean's energy, sits at DC, where the power is halved)."""
-
-# Which axes of the (cin, cout, h, wf) grid one MLP of each parameterization covers. A
-# mean over them gives one number per MLP, in the order of the generator's stack.
-_BLOCK_AXES = {
-    "hw": (2, 3),
-    "hw_cin": (0, 2, 3),
-    "hw_cout": (1, 2, 3),
-    "hw_cin_cout": (0, 1, 2, 3),
-}
 
 CALIBRATION_SHAPE: tuple[int, int] = (16, 16)
 """The image size at which generators are calibrated. Frequency coordinates mean the same
@@ -131,7 +123,10 @@ def _scale_last_layer(mlp: MLP, factor: Float[Array, " mlps"]) -> MLP:
 
 
 def _per_mlp_rms(values: Float[Array, "cin cout h wf"], parameterization: str) -> Array:
-    mean_square = jnp.mean(jnp.square(values), axis=_BLOCK_AXES[parameterization])
+    # The grid axes one MLP covers: a mean over them gives one number per MLP, in the
+    # order of the generator's stack.
+    covered = BLOCK_LAYOUT[parameterization][1] + (2, 3)
+    mean_square = jnp.mean(jnp.square(values), axis=covered)
     return jnp.sqrt(mean_square.reshape(-1))
 
 
