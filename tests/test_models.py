@@ -165,12 +165,13 @@ def test_kernels_per_layer(parameterization):
     kernels, new_states = eqx.filter_jit(model.kernels)(
         states, SMALL, sparse, key=jax.random.key(2)
     )
+    assert all(isinstance(k, cfconv.SparseKernel) for k in kernels)
     assert [k.shape for k in kernels] == grids
     assert [k.dtype for k in kernels] == [jnp.complex64] * 3
-    changed = [np.asarray(k != s.kernel) for k, s in zip(kernels, states)]
+    changed = [np.asarray(k.kernel != s.kernel) for k, s in zip(kernels, states)]
     assert [np.count_nonzero(c) for c in changed] == [64] * 3
     assert not np.array_equal(changed[1], changed[2])
-    assert_tree_allclose(tuple(s.kernel for s in new_states), kernels)
+    assert_tree_allclose(tuple(s.kernel for s in new_states), tuple(k.kernel for k in kernels))
 
     # Dense: the generators' kernels.
     kernels, _ = model.kernels(states, SMALL, "dense")

@@ -35,9 +35,11 @@ from ._spatial_generator import (
 from ._spectral import fourier_mix as fourier_mix, spectral_conv as spectral_conv
 from ._state import (
     KernelState as KernelState,
+    SparseKernel as SparseKernel,
     ema_update as ema_update,
     init_kernel_state as init_kernel_state,
     kernel_shape as kernel_shape,
+    sparse_update as sparse_update,
 )
 from ._strategies import (
     AbstractStrategy as AbstractStrategy,
@@ -67,6 +69,7 @@ __all__ = [
     "Remat",
     "SineFeatures",
     "Sparse",
+    "SparseKernel",
     "SpatialKernelGenerator",
     "Stored",
     "ema_update",
@@ -79,6 +82,7 @@ __all__ = [
     "position_coordinates",
     "resolve_strategy",
     "sample_positions",
+    "sparse_update",
     "spectral_conv",
     "unravel_positions",
 ]

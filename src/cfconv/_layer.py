@@ -11,7 +11,7 @@ from ._custom_types import FourierKernel, Image
 from ._errors import check_array, check_shape
 from ._generators import CoordinateKind, KernelGenerator, Parameterization
 from ._spectral import spectral_conv
-from ._state import KernelState, init_kernel_state
+from ._state import KernelState, SparseKernel, init_kernel_state
 from ._strategies import AbstractStrategy, resolve_strategy
 
 
@@ -92,7 +92,7 @@ class CFConv2d(eqx.Module):
         strategy: AbstractStrategy | str,
         *,
         key: PRNGKeyArray | None = None,
-    ) -> tuple[FourierKernel, KernelState]:
+    ) -> tuple[FourierKernel | SparseKernel, KernelState]:
         """The kernel phase: this step's kernel and the next state.
 
         **Arguments:**
@@ -105,7 +105,9 @@ class CFConv2d(eqx.Module):
 
         **Returns:**
 
-        `(kernel, new_state)`.
+        `(kernel, new_state)`. The kernel is a complex array of shape
+        `(cin, cout, h, w // 2 + 1)`, or a [`cfconv.SparseKernel`][] for
+        [`cfconv.Sparse`][]; [`apply`][cfconv.CFConv2d.apply] takes either.
         """
         strategy = resolve_strategy(strategy)
         if not isinstance(state, KernelState):
@@ -120,8 +122,12 @@ class CFConv2d(eqx.Module):
             raise ValueError(f"`key` is required by the {type(strategy).__name__} strategy")
         return strategy(self.generator, state, spatial_shape, key=key)
 
-    def apply(self, x: Image, kernel: FourierKernel) -> Float[Array, "cout h w"]:
-        """The convolution phase for one example: `spectral_conv(x, kernel) + bias`."""
+    def apply(self, x: Image, kernel: FourierKernel | SparseKernel) -> Float[Array, "cout h w"]:
+        """The convolution phase for one example: `spectral_conv(x, kernel) + bias`.
+
+        `kernel` comes from [`kernel`][cfconv.CFConv2d.kernel]: a complex array or a
+        [`cfconv.SparseKernel`][] (see [`cfconv.spectral_conv`][]).
+        """
         y = spectral_conv(x, kernel)
         if self.bias is not None:
             y = y + self.bias[:, None, None].astype(y.dtype)

@@ -5,7 +5,7 @@ import jax
 import jax.core
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import ArrayLike, PRNGKeyArray, Real
+from jaxtyping import Array, ArrayLike, Complex, Float, Int, PRNGKeyArray, Real
 
 from ._custom_types import FourierKernel, KernelValues, Positions
 from ._errors import check_array, check_int, check_rate
@@ -150,6 +150,17 @@ def ema_update(
         state = cfconv.ema_update(state, positions, values, rate=0.1)
         ```
     """
+    rate = _check_update(state, positions, values, rate)
+    kernel = state.kernel
+    flat = kernel.reshape(-1)
+    old = flat[positions]
+    # This form is exact at rate=1 (the sampled entries are overwritten).
+    new = (1 - rate) * old + rate * values.astype(kernel.dtype)
+    return KernelState(flat.at[positions].set(new).reshape(kernel.shape))
+
+
+def _check_update(state, positions, values, rate):
+    """Validate the arguments of an EMA update; returns `rate`, checked under `jit` too."""
     if not isinstance(state, KernelState):
         raise TypeError(f"`state` must be a KernelState, got {type(state).__name__}")
     check_array("positions", positions, ndim=1, kind="int")
@@ -173,8 +184,157 @@ def ema_update(
                 f"`positions` must lie in [0, {kernel.size}) for a kernel of shape "
                 f"{kernel.shape}, got values in [{low}, {high}]"
             )
-    flat = kernel.reshape(-1)
-    old = flat[positions]
-    # This form is exact at rate=1 (the sampled entries are overwritten).
-    new = (1 - rate) * old + rate * values.astype(kernel.dtype)
-    return KernelState(flat.at[positions].set(new).reshape(kernel.shape))
+    return rate
+
+
+class SparseKernel(eqx.Module):
+    r"""This step's kernel from a sparse update, with the positions its gradient needs.
+
+    Sparse training's kernel is the stored kernel with fresh values blended in at a few
+    positions: `ema_update(stop_gradient(state), positions, values, rate=rate).kernel`.
+    Its gradient reaches `values` only, at `num` positions. As a plain array, though, its
+    gradient is computed everywhere first: in a convolution over a batch that is a sum
+    over the batch of a `(cin, cout, h, w // 2 + 1)` array, of which all but `num`
+    entries are then discarded. A `SparseKernel` holds the same kernel as data (without
+    gradient) together with the positions and the fresh values, and
+    [`cfconv.spectral_conv`][] and [`cfconv.fourier_mix`][] then compute the gradient
+    at the sampled positions only ($\text{num} \times \text{batch}$ products instead of
+    $C_{in} C_{out} H (W/2+1) \times \text{batch}$).
+
+    Build it with [`cfconv.sparse_update`][]; [`cfconv.Sparse`][] returns one as the
+    step's kernel, and [`cfconv.CFConv2d.apply`][] and the models accept it wherever they
+    accept a plain kernel. As a function of its fields it is the array
+
+    $$K + \sum_n \text{weights}_n \, (\text{values}_n - \bar v_n) \, e_{\text{positions}_n}$$
+
+    at $\bar v = \text{values}$, i.e. the array `kernel` whose derivative with respect
+    to `values[n]` is `weights[n]` at `positions[n]`; [`dense`][cfconv.SparseKernel.dense]
+    builds exactly that array, with that gradient, for code that needs a plain array.
+    The convolution is a `jax.custom_vjp` (reverse mode, any `jax.vmap`/`jax.jit`); use
+    `dense()` for forward-mode differentiation.
+
+    **Fields:**
+
+    - `kernel`: complex array of shape `(cin, cout, h, w // 2 + 1)`, this step's kernel.
+    - `positions`: integer array of shape `(num,)`, flat (C-order) indices into `kernel`.
+    - `values`: complex array of shape `(num,)`, the fresh values (what the gradient
+      reaches).
+    - `weights`: real array of shape `(num,)`, the derivative of the kernel entry at
+      `positions[n]` with respect to `values[n]`: the EMA `rate` for the occurrence whose
+      value was used, `0` for the other occurrences of a repeated position.
+    """
+
+    kernel: FourierKernel
+    positions: Positions
+    values: KernelValues
+    weights: Float[Array, " num"]
+
+    def __check_init__(self):
+        fields = {"kernel": (4, "complex"), "positions": (1, "int"), "values": (1, "complex"),
+                  "weights": (1, "real")}  # fmt: skip
+        for name, (ndim, kind) in fields.items():
+            value = getattr(self, name)
+            if hasattr(value, "ndim") and hasattr(value, "dtype"):
+                check_array(name, value, ndim=ndim, kind=kind)
+        shapes = {name: getattr(getattr(self, name), "shape", None)
+                  for name in ("positions", "values", "weights")}  # fmt: skip
+        if len(set(shapes.values())) != 1:
+            raise ValueError(
+                f"`positions`, `values` and `weights` must have one shape (num,), got {shapes}"
+            )
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """The kernel grid shape `(cin, cout, h, w // 2 + 1)`."""
+        cin, cout, h, wf = self.kernel.shape
+        return cin, cout, h, wf
+
+    @property
+    def dtype(self):
+        """The complex dtype of the kernel."""
+        return self.kernel.dtype
+
+    def dense(self) -> FourierKernel:
+        """The kernel as a plain array, differentiable in `values` (at the sampled
+        positions, scaled by `weights`), as `ema_update` gives it.
+
+        Its value is `kernel`; its gradient is computed everywhere, as for any array.
+        """
+        values = self.values.astype(self.kernel.dtype)
+        delta = self.weights.astype(values.real.dtype) * (values - jax.lax.stop_gradient(values))
+        flat = self.kernel.reshape(-1).at[self.positions].add(delta)
+        return flat.reshape(self.kernel.shape)
+
+
+def written_occurrence(index, shape: tuple[int, ...]) -> Int[Array, " num"]:
+    """For each of `num` scatter indices, the occurrence whose value a scatter keeps.
+
+    `index` is what `array.at[index]` takes for an array of `shape`: flat positions, or
+    a tuple of per-axis index arrays. A scatter of several values to one entry keeps one
+    of them, unspecified which (it may differ between backends); this scatters the
+    occurrence numbers themselves to find out, so that the value written and the
+    occurrence that gets the gradient agree, as they do for `jax.numpy` scatters under
+    autodiff.
+    """
+    num = (index[0] if isinstance(index, tuple) else index).shape[0]
+    occurrence = jnp.arange(num, dtype=jnp.int32)
+    return jnp.full(shape, -1, jnp.int32).at[index].set(occurrence)[index]
+
+
+def blend(kernel, index, values, rate) -> tuple[Complex[Array, "..."], Float[Array, " num"]]:
+    """The EMA at `index` (as for `kernel.at[index]`), each entry from the occurrence a
+    scatter keeps: the new kernel (without gradient), and the derivative of each
+    occurrence's entry with respect to its value (`rate` or `0`)."""
+    kernel = jax.lax.stop_gradient(kernel)
+    values = jax.lax.stop_gradient(values).astype(kernel.dtype)
+    rate = jax.lax.stop_gradient(rate)
+    kept = written_occurrence(index, kernel.shape)
+    # Every occurrence of a position writes the kept occurrence's value: deterministic.
+    new = (1 - rate) * kernel[index] + rate * values[kept]
+    used = kept == jnp.arange(kept.shape[0], dtype=kept.dtype)
+    real = jnp.finfo(kernel.dtype).dtype
+    weights = jnp.where(used, jnp.asarray(rate, real), jnp.zeros((), real))
+    return kernel.at[index].set(new), weights
+
+
+def sparse_update(
+    state: KernelState,
+    positions: Positions,
+    values: KernelValues,
+    *,
+    rate: float | Real[ArrayLike, ""] = 0.1,
+) -> SparseKernel:
+    """[`cfconv.ema_update`][] of a state without gradient, as a
+    [`cfconv.SparseKernel`][]: this step's kernel in sparse training.
+
+    The kernel is that of `ema_update(stop_gradient(state), positions, values,
+    rate=rate)`, and convolving with the result gives the same values and gradients
+    (with respect to `values` and the input) as convolving with that plain array, but
+    the convolution's gradient is computed at `positions` only. A repeated position is
+    updated once, from the value of one of its occurrences, and only that occurrence
+    receives a gradient, as in `ema_update`. No gradient reaches `state` or `rate`.
+
+    **Arguments:**
+
+    - `state`: the current [`cfconv.KernelState`][].
+    - `positions`: integer array of shape `(num,)`, flat indices into `state.kernel`.
+    - `values`: complex array of shape `(num,)`, the fresh values at `positions`.
+    - `rate`: weight of the fresh values, in `(0, 1]`. Default `0.1`.
+
+    **Returns:**
+
+    A [`cfconv.SparseKernel`][]; `cfconv.KernelState(result.kernel)` is the next state.
+
+    !!! example
+
+        ```python
+        positions = cfconv.sample_positions(key, state.kernel.shape, 4096)
+        step = cfconv.sparse_update(state, positions, generator(positions, (h, w)))
+        ys = jax.vmap(cfconv.spectral_conv, (0, None))(xs, step)
+        state = cfconv.KernelState(step.kernel)
+        ```
+    """
+    rate = _check_update(state, positions, values, rate)
+    kernel = state.kernel
+    flat, weights = blend(kernel.reshape(-1), positions, values, rate)
+    return SparseKernel(flat.reshape(kernel.shape), positions, values, weights)

@@ -12,7 +12,7 @@ from ._custom_types import FourierKernel, KernelValues, Positions
 from ._errors import check_int, check_rate
 from ._generators import KernelGenerator
 from ._positions import sample_positions
-from ._state import KernelState, ema_update
+from ._state import KernelState, SparseKernel, sparse_update
 
 
 class AbstractStrategy(eqx.Module):
@@ -25,7 +25,8 @@ class AbstractStrategy(eqx.Module):
     ```
 
     It returns this step's kernel (differentiable with respect to the generator) and the
-    state to carry to the next step (without gradient). Subclass it to try new schemes.
+    state to carry to the next step (without gradient). The kernel is a complex array, or
+    a [`cfconv.SparseKernel`][] for sparse strategies. Subclass it to try new schemes.
     """
 
     needs_key: ClassVar[bool] = False
@@ -39,7 +40,7 @@ class AbstractStrategy(eqx.Module):
         spatial_shape: tuple[int, int],
         *,
         key: PRNGKeyArray | None = None,
-    ) -> tuple[FourierKernel, KernelState]:
+    ) -> tuple[FourierKernel | SparseKernel, KernelState]:
         """**Arguments:**
 
         - `generator`: the layer's [`cfconv.KernelGenerator`][].
@@ -115,6 +116,11 @@ class Sparse(AbstractStrategy):
     pass gradient to the generator scaled by `rate`. The next state is the same kernel
     without gradient.
 
+    The kernel is returned as a [`cfconv.SparseKernel`][] (from
+    [`cfconv.sparse_update`][]), so that the convolution computes its gradient at the
+    sampled positions only; [`SparseKernel.dense`][cfconv.SparseKernel.dense] gives the
+    plain array.
+
     With `chunk_size=None` the positions are evaluated together (the paper's "vmap");
     with an integer, `chunk_size` at a time in a checkpointed scan (the paper's "scan"),
     which bounds memory at some cost in speed.
@@ -161,8 +167,8 @@ class Sparse(AbstractStrategy):
             raise ValueError("`key` is required by the Sparse strategy (it samples positions)")
         positions = self.sample(generator, spatial_shape, key=key)
         values = self.evaluate(generator, positions, spatial_shape)
-        kernel = ema_update(jax.lax.stop_gradient(state), positions, values, rate=self.rate).kernel
-        return kernel, KernelState(jax.lax.stop_gradient(kernel))
+        kernel = sparse_update(state, positions, values, rate=self.rate)
+        return kernel, KernelState(kernel.kernel)
 
 
 class Stored(AbstractStrategy):

@@ -7,23 +7,10 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from .._custom_types import FourierKernel, KernelValues, Positions
 from .._positions import unravel_positions
-from .._state import KernelState
+from .._state import KernelState, SparseKernel, blend
 from .._strategies import AbstractStrategy, Sparse
 from ._mesh import DATA_AXIS, MODEL_AXIS, check_mesh
-
-
-def _blend(kernel: FourierKernel, positions: Positions, values: KernelValues, rate
-           ) -> FourierKernel:  # fmt: skip
-    """`ema_update`'s arithmetic, indexed by `(c_in, c_out, row, column)` instead of by
-    flat position: flattening a kernel that is split over its second axis would gather it
-    whole on every device, whereas a four-index gather and scatter stay split (each device
-    touches only the entries of its own output channels)."""
-    i, o, row, column = unravel_positions(positions, kernel.shape)  # pyright: ignore
-    old = kernel[i, o, row, column]
-    new = (1 - rate) * old + rate * values.astype(kernel.dtype)
-    return kernel.at[i, o, row, column].set(new)
 
 
 class ShardedSparse(AbstractStrategy):
@@ -39,8 +26,8 @@ class ShardedSparse(AbstractStrategy):
     - the EMA gathers and scatters by `(c_in, c_out, row, column)`, so each device reads
       and writes only the entries of its own output channels, and no device ever holds a
       whole kernel (flat indexing, as in [`cfconv.ema_update`][], would gather it);
-    - the kernel and the next state are constrained to
-      `PartitionSpec(None, "model")`.
+    - the kernel (a [`cfconv.SparseKernel`][], as `Sparse` returns) and the next state
+      are constrained to `PartitionSpec(None, "model")`.
 
     [`cfconv.train.make_train_step`][] with a `mesh` wraps a `Sparse` strategy in it.
     """
@@ -74,8 +61,14 @@ class ShardedSparse(AbstractStrategy):
             rate = eqx.error_if(rate, (rate <= 0) | (rate > 1), "`rate` must be in (0, 1]")
         split = NamedSharding(self.mesh, P(None, MODEL_AXIS))
         old = jax.lax.with_sharding_constraint(jax.lax.stop_gradient(state.kernel), split)
-        kernel = jax.lax.with_sharding_constraint(_blend(old, positions, values, rate), split)
-        return kernel, KernelState(jax.lax.stop_gradient(kernel))
+        # `sparse_update`'s arithmetic, indexed by (c_in, c_out, row, column) instead of by
+        # flat position: flattening a kernel that is split over its second axis would
+        # gather it whole on every device, whereas a four-index gather and scatter stay
+        # split (each device touches only the entries of its own output channels).
+        index = unravel_positions(positions, old.shape)
+        kernel, weights = blend(old, index, values, rate)
+        kernel = jax.lax.with_sharding_constraint(kernel, split)
+        return SparseKernel(kernel, positions, values, weights), KernelState(kernel)
 
 
 def shard_strategy(strategy: AbstractStrategy, mesh: Mesh) -> AbstractStrategy:

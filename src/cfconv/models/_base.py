@@ -9,12 +9,13 @@ import jax.numpy as jnp
 from jaxtyping import Array, Complex, Float, PRNGKeyArray, Real
 
 from .._errors import check_int
-from .._state import KernelState
+from .._state import KernelState, SparseKernel
 from .._strategies import AbstractStrategy
 
 
-StepKernel = Complex[Array, "_cin _cout h wf"]
-"""One layer's kernel for one step (the channel counts differ between layers)."""
+StepKernel = Complex[Array, "_cin _cout h wf"] | SparseKernel
+"""One layer's kernel for one step (the channel counts differ between layers): a complex
+array, or a [`cfconv.SparseKernel`][] from a sparse strategy."""
 
 Logits = Float[Array, " num_outputs"]
 """A model's output for one example."""
