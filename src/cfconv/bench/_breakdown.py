@@ -15,11 +15,11 @@ import numpy as np
 BREAKDOWN_PIECES: dict[str, str] = {
     "mlp": "MLP evaluation (coordinates and both MLPs at the sampled positions), forward "
     "and backward to the MLP parameters",
-    "ema": "sampling the positions and the EMA scatter into the stored kernel, forward "
-    "and backward to the fresh values",
+    "ema": "sampling the positions and the EMA scatter into the stored kernel "
+    "(`cfconv.sparse_update`; its gradient to the fresh values comes from the mixing)",
     "fft": "rfft2 of each layer's input and irfft2 of its output, forward and backward",
     "mix": "the complex channel mixing (sum over input channels per frequency), forward "
-    "and backward to the activations and the full kernel",
+    "and backward to the activations and to the fresh values at the sampled positions",
 }
 """What each `breakdown-*` row times; `breakdown-rest` is the step minus their sum
 (bias, ReLU, pooling, head, loss, optimizer, and whatever fusing the pieces saves or
@@ -56,7 +56,7 @@ def make_pieces(
     cotangents) is drawn here once, distinct for every layer so that XLA cannot merge
     the layers' work, and passed as an argument (not folded into the program).
     """
-    from .. import ema_update, fourier_mix, sample_positions
+    from .. import KernelState, fourier_mix, sample_positions, sparse_update
 
     h, w = image_size
     wf = w // 2 + 1
@@ -87,12 +87,7 @@ def make_pieces(
         out = []
         for k, grid, state, v in zip(sample_keys, grids, states, values):
             p = sample_positions(k, grid, num)
-            frozen = jax.lax.stop_gradient(state)
-            out.append(
-                _vjp(
-                    lambda v, p=p, s=frozen: ema_update(s, p, v, rate=rate).kernel, v, state.kernel
-                )  # fmt: skip
-            )
+            out.append(sparse_update(state, p, v, rate=rate).kernel)
         return out
 
     @jax.jit
@@ -106,19 +101,30 @@ def make_pieces(
 
     mix_one = jax.vmap(fourier_mix, in_axes=(0, None))
 
+    # The step's kernels, built once: the mixing's backward gives the values' gradient.
+    step_kernels = [
+        jax.jit(sparse_update)(KernelState(_normal(rng, grid, True)), p, v, rate=rate)
+        for grid, p, v in zip(grids, positions, values)
+    ]
+
+    def with_values(kernel, v):
+        return eqx.tree_at(lambda k: k.values, kernel, v)
+
     @jax.jit
-    def mix(states, spec_in, spec):
+    def mix(step_kernels, spec_in, spec):
         out = []
-        for i, state in enumerate(states):
+        for i, kernel in enumerate(step_kernels):
             if i == 0:
-                out.append(_vjp(lambda k: mix_one(spec_in, k), state.kernel, spec[0]))
+                f = lambda v, k=kernel: mix_one(spec_in, with_values(k, v))  # noqa: E731
+                out.append(_vjp(f, kernel.values, spec[0]))
             else:
-                out.append(_vjp(lambda xk: mix_one(*xk), (spec[i - 1], state.kernel), spec[i]))
+                g = lambda xv, k=kernel: mix_one(xv[0], with_values(k, xv[1]))  # noqa: E731
+                out.append(_vjp(g, (spec[i - 1], kernel.values), spec[i]))
         return out
 
     return {
         "mlp": lambda model, states: mlp(model, positions, values),
         "ema": lambda model, states: ema(states, sample_keys, values),
         "fft": lambda model, states: fft(images, act, spec),
-        "mix": lambda model, states: mix(states, spec_in, spec),
+        "mix": lambda model, states: mix(step_kernels, spec_in, spec),
     }
