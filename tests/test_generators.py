@@ -172,9 +172,55 @@ def test_mlp_init():
 
 def test_activation_is_used():
     key = jax.random.key(3)
-    relu = cfconv.KernelGenerator(1, 1, "hw", (8,), key=key).materialize((6, 6))
+    default = cfconv.KernelGenerator(1, 1, "hw", (8,), key=key).materialize((6, 6))
     tanh = cfconv.KernelGenerator(1, 1, "hw", (8,), jnp.tanh, key=key).materialize((6, 6))
-    assert not np.allclose(relu, tanh)
+    assert not np.allclose(default, tanh)
+
+
+@pytest.mark.parametrize(
+    "parameterization, columns",
+    [("hw", ()), ("hw_cin", (3,)), ("hw_cout", (5,)), ("hw_cin_cout", (3, 5))],
+)
+def test_first_layer_scales(parameterization, columns):
+    # The scales multiply the first layer's initial weights column by column (channel
+    # coordinates by channel_scale * (n - 1) / 2, then fy and fx by frequency_scale) and
+    # change nothing else.
+    key = jax.random.key(4)
+    plain = cfconv.KernelGenerator(
+        3, 5, parameterization, (4, 4), channel_scale=None, frequency_scale=1.0, key=key
+    )  # the weights as initialised
+    scaled = cfconv.KernelGenerator(
+        3, 5, parameterization, (4, 4), channel_scale=3.0, frequency_scale=0.5, key=key
+    )
+    expected = [3.0 * (n - 1) / 2 for n in columns] + [0.5, 0.5]
+    for part in ("real", "imag"):
+        a, b = getattr(plain, part), getattr(scaled, part)
+        np.testing.assert_allclose(
+            np.asarray(b.layers[0].weight), np.asarray(a.layers[0].weight) * expected, rtol=1e-6
+        )
+        rest = lambda m: (m.layers[0].bias, m.layers[1:])  # noqa: E731
+        assert_tree_allclose(rest(b), rest(a))
+
+
+def _shared_energy(kernel, h, w):
+    """The fraction of the spatial kernels' energy in their mean over channel pairs."""
+    spatial = np.fft.irfft2(np.asarray(kernel, np.complex128), s=(h, w))
+    flat = spatial.reshape(-1, h * w)
+    return flat.shape[0] * np.sum(flat.mean(axis=0) ** 2) / np.sum(flat**2)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_channel_pairs_start_distinct(seed):
+    # KernelGenerator's "Initialisation": the paper's deep ReLU MLP starts with most of
+    # the kernel shared by every channel pair; the default sine MLP with scaled channel
+    # coordinates starts with a kernel of its own for every pair.
+    key = jax.random.key(seed)
+    relu = cfconv.KernelGenerator(
+        32, 32, activation=jax.nn.relu, channel_scale=None, frequency_scale=1.0, key=key
+    )
+    sine = cfconv.KernelGenerator(32, 32, key=key)
+    assert _shared_energy(relu.materialize((16, 16)), 16, 16) > 0.5
+    assert _shared_energy(sine.materialize((16, 16)), 16, 16) < 0.05
 
 
 _KEY = jax.random.key(0)
@@ -196,6 +242,16 @@ _KEY = jax.random.key(0)
         ),
         (lambda: cfconv.KernelGenerator(2, 2, hidden=(4, 0), key=_KEY), "hidden", ValueError),
         (lambda: cfconv.KernelGenerator(0, 2, key=_KEY), "in_channels", ValueError),
+        (
+            lambda: cfconv.KernelGenerator(2, 2, channel_scale=0.0, key=_KEY),
+            "channel_scale",
+            ValueError,
+        ),
+        (
+            lambda: cfconv.KernelGenerator(2, 2, frequency_scale="2", key=_KEY),  # pyright: ignore
+            "frequency_scale",
+            TypeError,
+        ),
         (
             lambda: cfconv.KernelGenerator(2, 2, key=_KEY).materialize((4,)),
             "spatial_shape",
@@ -219,6 +275,8 @@ _KEY = jax.random.key(0)
         "coordinates",
         "hidden",
         "channels",
+        "channel_scale",
+        "frequency_scale",
         "spatial_shape",
         "chunk_size",
         "float-positions",

@@ -18,10 +18,12 @@ from cfconv.train import (
     NonFiniteLossError,
     TrainConfig,
     fit,
+    generator_labels,
     load_checkpoint,
     load_metadata,
     loss_and_accuracy,
     make_eval_step,
+    make_optimizer,
     make_train_step,
     save_checkpoint,
 )
@@ -250,6 +252,8 @@ def test_cli_help(command, capsys):
         (["train", "--epochs", "0"], "--epochs"),
         (["train", "--mlp-hidden", "3,x"], "--mlp-hidden"),
         (["train", "--resume"], "--resume"),
+        (["train", "--generator", "tanh"], "--generator"),
+        (["train", "--generator-lr", "0"], "--generator-lr"),
     ],
 )
 def test_cli_bad_arguments(argv, message, capsys):
@@ -284,3 +288,69 @@ def test_cli_rejects_a_negative_seed(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--seed", "-1"])
     assert "--seed" in capsys.readouterr().err
+
+
+def test_make_optimizer_gives_generators_their_own_learning_rate():
+    model = make_model("hw_cin_cout", in_channels=1, num_classes=3, width=4, depth=2,
+                       key=jax.random.key(0))  # fmt: skip
+    params = eqx.filter(model, eqx.is_inexact_array)
+    labels = generator_labels(params)
+    for layer, layer_labels in zip(model.layers, labels.layers):
+        assert set(jax.tree.leaves(layer_labels.generator)) == {"generator"}
+        assert layer_labels.bias == "other"
+    assert set(jax.tree.leaves(labels.head)) == {"other"}
+    # One Adam step moves every parameter by its learning rate (times the sign of its
+    # gradient, which is +1 here).
+    grads = jax.tree.map(jnp.ones_like, params)
+    optimizer = make_optimizer(1e-2, generator_lr=1e-4)
+    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    for update, label in zip(jax.tree.leaves(updates), jax.tree.leaves(labels)):
+        expected = -1e-4 if label == "generator" else -1e-2
+        np.testing.assert_allclose(np.asarray(update), expected, rtol=1e-3)
+    # Without generator_lr it is plain Adam.
+    plain, _ = make_optimizer(1e-2).update(grads, optax.adam(1e-2).init(params), params)
+    np.testing.assert_allclose(jax.tree.leaves(plain)[0], -1e-2, rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [(dict(generator_lr=0.0), "generator_lr"), (dict(lr=-1.0), "lr")],
+)
+def test_make_optimizer_rejects_bad_rates(kwargs, name):
+    arguments = dict(lr=1e-3) | kwargs
+    with pytest.raises(ValueError, match=name):
+        make_optimizer(**arguments)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [(dict(generator="tanh"), "generator"), (dict(generator_lr=-1e-3), "generator_lr")],
+)
+def test_train_config_rejects_bad_generator_settings(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        TrainConfig(**kwargs)
+
+
+def test_train_config_builds_the_chosen_generator(tmp_path, monkeypatch):
+    import cfconv.train._loop as loop
+
+    built = {}
+
+    def spy(name, **kwargs):
+        built.update(kwargs)
+        return make_model(name, **kwargs)
+
+    monkeypatch.setattr(loop, "make_model", spy)
+    data = _toy_dataset(64)
+    train, val = cfconv.data.train_val_split(data, val_fraction=0.25, seed=0)
+    config = TrainConfig(model="hw_cin_cout", generator="relu", generator_lr=1e-4, epochs=1,
+                         positions=64, augment=False, **SMALL)  # fmt: skip
+    fit(config, train, val, checkpoint_dir=tmp_path, log=None)
+    assert built["generator"] == "relu"
+    metadata = load_metadata(tmp_path / "checkpoint.eqx")
+    assert metadata["config"]["generator"] == "relu"
+    assert metadata["config"]["generator_lr"] == 1e-4
+    relu = make_model("hw_cin_cout", width=4, depth=2, generator="relu", key=jax.random.key(0))
+    sine = make_model("hw_cin_cout", width=4, depth=2, key=jax.random.key(0))
+    assert relu.layers[0].generator.real.activation is jax.nn.relu
+    assert sine.layers[0].generator.real.activation is jnp.sin

@@ -24,6 +24,15 @@ def check_int(name: str, value: Any, *, minimum: int = 1) -> int:
     return value
 
 
+def check_positive(name: str, value: Any) -> float:
+    """Return `value` as a finite positive `float`, or raise naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"`{name}` must be a positive number, got {value!r}")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"`{name}` must be a positive number, got {value!r}")
+    return float(value)
+
+
 def check_shape(name: str, shape: Any, *, rank: int | None = None) -> tuple[int, ...]:
     """Return `shape` as a tuple of positive ints, or raise naming `name`."""
     try:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._custom_types import FourierKernel, KernelValues, Positions
-from ._errors import check_array, check_int, check_shape
+from ._errors import check_array, check_int, check_positive, check_shape
 from ._mlp import MLP, stack_apply, stack_select
 from ._positions import (
     COORDINATE_KINDS,
@@ -50,6 +50,22 @@ _CHANNEL_INPUTS = {
 }
 
 
+DEFAULT_CHANNEL_SCALE: float = 2.0
+"""Default `channel_scale` of [`cfconv.KernelGenerator`][]."""
+
+DEFAULT_FREQUENCY_SCALE: float = 2.0
+"""Default `frequency_scale` of [`cfconv.KernelGenerator`][]."""
+
+
+def _scale_inputs(mlp: MLP, scales: Sequence[float]) -> MLP:
+    """Multiply the first layer's weights on input `j` by `scales[j]` (any stack axes)."""
+    if all(scale == 1 for scale in scales):
+        return mlp
+    weight = mlp.layers[0].weight
+    weight = weight * jnp.asarray(scales, weight.dtype).reshape((1,) * (weight.ndim - 1) + (-1,))
+    return eqx.tree_at(lambda m: m.layers[0].weight, mlp, weight)
+
+
 class KernelGenerator(eqx.Module):
     r"""A continuous Fourier kernel: MLPs that map coordinates to kernel values.
 
@@ -67,6 +83,21 @@ class KernelGenerator(eqx.Module):
 
     Each group of MLPs is one [`cfconv.MLP`][] stack with a leading axis. The generator
     holds no resolution: it can be evaluated for any image size.
+
+    **Initialisation.** The paper's MLPs use ReLU. A deep ReLU MLP maps nearby inputs to
+    nearly equal outputs (with He initialisation, the correlation between two inputs'
+    hidden representations tends to one with depth), so a `"hw_cin_cout"` generator
+    starts with most of its kernel shared by every channel pair: at 32 channels, 73% of
+    the spatial kernels' energy is their mean over channel pairs, and every output
+    channel computes nearly the same feature. Trained, such networks stay at chance on
+    the digits, densely as well as with sparse updates. By default the MLPs are
+    instead SIREN-like (Sitzmann et al., 2020): sine activations, He-scaled weights
+    (variance $2 / \text{fan-in}$, as SIREN's hidden layers), and a first layer whose
+    weights on the channel coordinates are multiplied by `channel_scale` $(n - 1) / 2$ and
+    on the frequencies by `frequency_scale`. Neighbouring channels then start with nearly
+    independent kernels (the shared energy is below 1%), and each spatial kernel starts
+    with most of its energy within a 3x3 neighbourhood, like a random 3x3 convolution's.
+    `activation=jax.nn.relu, channel_scale=None, frequency_scale=1.0` is the paper's MLP.
     """
 
     real: MLP
@@ -82,8 +113,10 @@ class KernelGenerator(eqx.Module):
         out_channels: int,
         parameterization: Parameterization = "hw_cin_cout",
         hidden: Sequence[int] | None = None,
-        activation: Callable[[Array], Array] = jax.nn.relu,
+        activation: Callable[[Array], Array] = jnp.sin,
         coordinates: CoordinateKind = "frequency",
+        channel_scale: float | None = DEFAULT_CHANNEL_SCALE,
+        frequency_scale: float = DEFAULT_FREQUENCY_SCALE,
         *,
         key: PRNGKeyArray,
     ):
@@ -94,9 +127,17 @@ class KernelGenerator(eqx.Module):
         - `hidden`: hidden-layer widths of every MLP; the output layer (width 1) is added.
           Default: `DEFAULT_HIDDEN[parameterization]` (the paper's `(2,)` for `"hw"` and
           `(32, 32, 32, 16, 16, 16, 8, 8, 8)` for `"hw_cin_cout"`).
-        - `activation`: the hidden activation (default ReLU, as in the paper).
+        - `activation`: the hidden activation: `jnp.sin` (default) or, as in the paper,
+          `jax.nn.relu`; see "Initialisation" above.
         - `coordinates`: `"frequency"` (physical frequencies, default) or `"index"` (the
           paper's grid-index coordinates); see [`cfconv.frequency_coordinates`][].
+        - `channel_scale`: the first layer's initial weights on a channel coordinate of an
+          axis of $n$ channels are multiplied by `channel_scale * (n - 1) / 2`, so that
+          neighbouring channels are `channel_scale` apart in the units of the other
+          inputs, whatever $n$ (default 2); `None` leaves them as initialised (with
+          `jax.nn.relu` and `frequency_scale=1.0`, the paper's MLP).
+        - `frequency_scale`: the first layer's initial weights on the two frequency
+          coordinates are multiplied by this (default 2; `1.0` for the paper's MLP).
         - `key`: a PRNG key.
         """
         if parameterization not in PARAMETERIZATIONS:
@@ -109,14 +150,20 @@ class KernelGenerator(eqx.Module):
             )
         cin = check_int("in_channels", in_channels)
         cout = check_int("out_channels", out_channels)
+        if channel_scale is not None:
+            channel_scale = check_positive("channel_scale", channel_scale)
+        frequency_scale = check_positive("frequency_scale", frequency_scale)
         hidden = DEFAULT_HIDDEN[parameterization] if hidden is None else tuple(hidden)
         use_cin, use_cout = _CHANNEL_INPUTS[parameterization]
-        in_size = 2 + use_cin + use_cout
+        # One multiplier per input column, in the order of `_inputs`: channels, then fy, fx.
+        scales = [1.0 if channel_scale is None else channel_scale * (c - 1) / 2
+                  for c, use in ((cin, use_cin), (cout, use_cout)) if use]  # fmt: skip
+        scales = [*scales, frequency_scale, frequency_scale]
         num = {"hw": cin * cout, "hw_cin": cout, "hw_cout": cin, "hw_cin_cout": 1}
         kr, ki = jax.random.split(key)
         n = num[parameterization]
-        self.real = MLP.stack(n, in_size, hidden, activation, key=kr)
-        self.imag = MLP.stack(n, in_size, hidden, activation, key=ki)
+        self.real = _scale_inputs(MLP.stack(n, len(scales), hidden, activation, key=kr), scales)
+        self.imag = _scale_inputs(MLP.stack(n, len(scales), hidden, activation, key=ki), scales)
         self.parameterization = parameterization
         self.in_channels = cin
         self.out_channels = cout

@@ -9,7 +9,13 @@ from jaxtyping import Array, Float, PRNGKeyArray, Real
 
 from ._custom_types import FourierKernel, Image
 from ._errors import check_array, check_shape
-from ._generators import CoordinateKind, KernelGenerator, Parameterization
+from ._generators import (
+    DEFAULT_CHANNEL_SCALE,
+    DEFAULT_FREQUENCY_SCALE,
+    CoordinateKind,
+    KernelGenerator,
+    Parameterization,
+)
 from ._spectral import spectral_conv
 from ._state import KernelState, SparseKernel, init_kernel_state
 from ._strategies import AbstractStrategy, resolve_strategy
@@ -49,23 +55,27 @@ class CFConv2d(eqx.Module):
         out_channels: int,
         parameterization: Parameterization = "hw_cin_cout",
         hidden: Sequence[int] | None = None,
-        activation: Callable[[Array], Array] = jax.nn.relu,
+        activation: Callable[[Array], Array] = jnp.sin,
         coordinates: CoordinateKind = "frequency",
         use_bias: bool = True,
+        channel_scale: float | None = DEFAULT_CHANNEL_SCALE,
+        frequency_scale: float = DEFAULT_FREQUENCY_SCALE,
         *,
         key: PRNGKeyArray,
     ):
         """**Arguments:**
 
         - `in_channels`, `out_channels`: the numbers of input and output channels.
-        - `parameterization`, `hidden`, `activation`, `coordinates`: passed to
-          [`cfconv.KernelGenerator`][].
+        - `parameterization`, `hidden`, `activation`, `coordinates`, `channel_scale`,
+          `frequency_scale`: passed to [`cfconv.KernelGenerator`][] (its defaults: a
+          SIREN-like generator; `activation=jax.nn.relu, channel_scale=None,
+          frequency_scale=1.0` is the paper's).
         - `use_bias`: add a learned per-output-channel bias (initialised to zero).
         - `key`: a PRNG key.
         """
         self.generator = KernelGenerator(
             in_channels, out_channels, parameterization, hidden, activation, coordinates,
-            key=key,
+            channel_scale, frequency_scale, key=key,
         )  # fmt: skip
         self.bias = jnp.zeros((out_channels,)) if use_bias else None
 

@@ -41,7 +41,7 @@ def _mesh_shape(text: str) -> tuple[int, int]:
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
-    from .models import MODEL_NAMES
+    from .models import GENERATOR_KINDS, MODEL_NAMES
     from .train import STRATEGY_NAMES
 
     data = p.add_argument_group("data")
@@ -86,6 +86,15 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         metavar="W1,W2,...",
         help="hidden widths of the kernel MLPs (default: the paper's for hw and hw_cin_cout)",
     )
+    model.add_argument(
+        "--generator",
+        choices=GENERATOR_KINDS,
+        default="sine",
+        help="the kernel MLPs' activation and first-layer scales: sine (default; every "
+        "channel pair starts with its own kernel) or relu (the paper's; a deep ReLU "
+        "generator starts with nearly one kernel for all channel pairs, and the "
+        "hw_cin_cout net then stays near chance on the digits)",
+    )
     kernel = p.add_argument_group("kernel phase (CF-Conv models)")
     kernel.add_argument(
         "--strategy",
@@ -123,6 +132,13 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     run.add_argument("--batch-size", type=_positive_int, default=32, help="default 32")
     run.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
+    run.add_argument(
+        "--generator-lr",
+        type=float,
+        default=None,
+        help="Adam learning rate of the kernel MLPs (default: --lr); with sparse updates "
+        "a generator faster than the stored kernel can follow overshoots",
+    )
     run.add_argument(
         "--seed", type=_non_negative_int, default=0, help="seed of every random choice (0)"
     )
@@ -205,10 +221,12 @@ def train(args) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        generator_lr=args.generator_lr,
         seed=args.seed,
         width=args.width,
         depth=args.depth,
         mlp_hidden=args.mlp_hidden,
+        generator=args.generator,
         augment=not args.no_augment,
     )
     source = args.data or "scikit-learn digits"
@@ -322,6 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--rate must be in (0, 1], got {args.rate}")
         if not args.lr > 0:
             parser.error(f"--lr must be positive, got {args.lr}")
+        if args.generator_lr is not None and not args.generator_lr > 0:
+            parser.error(f"--generator-lr must be positive, got {args.generator_lr}")
     if args.command == "filters":
         if args.steps < 2:
             parser.error(f"--steps must be at least 2, got {args.steps}")

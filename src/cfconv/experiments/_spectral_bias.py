@@ -95,7 +95,11 @@ def make_generator(domain: str, config: SpectralBiasConfig, *, key: PRNGKeyArray
     `"hw_cin_cout"` parameterization (the paper's single MLP, real and imaginary).
     """
     if domain == "fourier":
-        return KernelGenerator(1, 1, _PARAMETERIZATION, config.hidden, key=key)
+        # ReLU MLPs in both domains (the paper's), so that only the domain differs.
+        return KernelGenerator(
+            1, 1, _PARAMETERIZATION, config.hidden, jax.nn.relu, channel_scale=None,
+            frequency_scale=1.0, key=key,
+        )  # fmt: skip
     if domain == "spatial":
         return SpatialKernelGenerator(1, 1, _PARAMETERIZATION, config.hidden, key=key)
     if domain == "spatial-fourier-features":

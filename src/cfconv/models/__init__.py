@@ -66,7 +66,12 @@ reproduces the paper's state.
 """
 
 from ._base import AbstractModel as AbstractModel
-from ._cfconv_net import MLP_HIDDEN as MLP_HIDDEN, CFConvNet as CFConvNet
+from ._cfconv_net import (
+    GENERATOR_KINDS as GENERATOR_KINDS,
+    GENERATORS as GENERATORS,
+    MLP_HIDDEN as MLP_HIDDEN,
+    CFConvNet as CFConvNet,
+)
 from ._factory import (
     MODEL_NAMES as MODEL_NAMES,
     PAPER_PARAMETER_COUNTS as PAPER_PARAMETER_COUNTS,
@@ -82,6 +87,8 @@ from ._spatial import SpatialCNN as SpatialCNN
 
 
 __all__ = [
+    "GENERATORS",
+    "GENERATOR_KINDS",
     "MLP_HIDDEN",
     "MODEL_NAMES",
     "PAPER_PARAMETER_COUNTS",

@@ -1,12 +1,20 @@
 """The paper's CF-Conv network (Figure 3), for every parameterization."""
 
 from collections.abc import Sequence
+from typing import Any, Literal
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray, Real
 
-from .._generators import DEFAULT_HIDDEN, PARAMETERIZATIONS, Parameterization
+from .._generators import (
+    DEFAULT_CHANNEL_SCALE,
+    DEFAULT_FREQUENCY_SCALE,
+    DEFAULT_HIDDEN,
+    PARAMETERIZATIONS,
+    Parameterization,
+)
 from .._layer import CFConv2d
 from .._positions import CoordinateKind
 from .._state import KernelState
@@ -35,6 +43,28 @@ MLP_HIDDEN: dict[str, tuple[int, ...]] = {
 `[32, 32, 32, 16, 16, 16, 8, 8, 8, 1]` (the output layer is implied). The paper gives none
 for `"hw_cin"` and `"hw_cout"`; `(8, 8)` keeps their networks near the spatial CNN's
 parameter count at the paper's size (56,129 and 49,575 parameters against 59,681).
+"""
+
+
+GeneratorKind = Literal["sine", "relu"]
+GENERATOR_KINDS: tuple[str, ...] = ("sine", "relu")
+
+GENERATORS: dict[str, dict[str, Any]] = {
+    "sine": dict(
+        activation=jnp.sin,
+        channel_scale=DEFAULT_CHANNEL_SCALE,
+        frequency_scale=DEFAULT_FREQUENCY_SCALE,
+    ),
+    "relu": dict(activation=jax.nn.relu, channel_scale=None, frequency_scale=1.0),
+}
+"""The generator MLPs of [`cfconv.models.CFConvNet`][] by name: the arguments
+`activation`, `channel_scale` and `frequency_scale` of [`cfconv.CFConv2d`][].
+
+- `"sine"` (the default): sine activations, channel coordinates' first-layer weights
+  $\times (n - 1)$, frequencies' $\times 2$; every channel pair starts with its own
+  kernel. See [`cfconv.KernelGenerator`][] ("Initialisation").
+- `"relu"`: the paper's ReLU MLPs. A deep ReLU generator starts (and, on the digits,
+  stays) with nearly the same kernel for every channel pair.
 """
 
 
@@ -103,6 +133,7 @@ class CFConvNet(AbstractModel):
         coordinates: CoordinateKind = "frequency",
         state_scale: float | None = None,
         generator_init: GeneratorInit = "gain",
+        generator: GeneratorKind = "sine",
         *,
         key: PRNGKeyArray,
     ):
@@ -123,6 +154,11 @@ class CFConvNet(AbstractModel):
           for [`default_state_scale`][cfconv.models.default_state_scale] per layer, `1.0`
           for the paper's.
         - `generator_init`: `"gain"` (default), `"state"` or `"none"`; see above.
+        - `generator`: the generator MLPs, one of
+          [`GENERATOR_KINDS`][cfconv.models.GENERATOR_KINDS]: `"sine"` (default), the
+          SIREN-like MLPs of [`cfconv.KernelGenerator`][]'s defaults, or `"relu"`, the
+          paper's ReLU MLPs (`channel_scale=None`, `frequency_scale=1.0`). See
+          [`GENERATORS`][cfconv.models.GENERATORS].
         - `key`: a PRNG key.
         """
         check_sizes(in_channels, num_classes, width, depth)
@@ -142,11 +178,14 @@ class CFConvNet(AbstractModel):
             raise ValueError(
                 f"`generator_init` must be one of {GENERATOR_INITS}, got {generator_init!r}"
             )
+        if generator not in GENERATOR_KINDS:
+            raise ValueError(f"`generator` must be one of {GENERATOR_KINDS}, got {generator!r}")
         hidden = MLP_HIDDEN[parameterization] if mlp_hidden is None else tuple(mlp_hidden)
+        options = GENERATORS[generator]
         *layer_keys, head_key, noise_key = jax.random.split(key, depth + 2)
         channels = [in_channels] + [width] * depth
         layers = tuple(
-            CFConv2d(cin, cout, parameterization, hidden, coordinates=coordinates, key=k)
+            CFConv2d(cin, cout, parameterization, hidden, coordinates=coordinates, **options, key=k)
             for cin, cout, k in zip(channels[:-1], channels[1:], layer_keys)
         )
         scales = tuple(

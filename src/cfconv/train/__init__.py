@@ -12,6 +12,7 @@ from ._loop import (
     TrainConfig as TrainConfig,
     fit as fit,
 )
+from ._optimizer import generator_labels as generator_labels, make_optimizer as make_optimizer
 from ._step import (
     loss_and_accuracy as loss_and_accuracy,
     make_eval_step as make_eval_step,
@@ -24,10 +25,12 @@ __all__ = [
     "NonFiniteLossError",
     "TrainConfig",
     "fit",
+    "generator_labels",
     "load_checkpoint",
     "load_metadata",
     "loss_and_accuracy",
     "make_eval_step",
+    "make_optimizer",
     "make_train_step",
     "save_checkpoint",
 ]

@@ -13,7 +13,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import Mesh
 
 from .._mlp import parameter_count
@@ -21,8 +20,9 @@ from .._strategies import AbstractStrategy, Chunked, Dense, Remat, Sparse
 from ..data import Dataset, augment, batches, num_batches
 from ..distributed._mesh import DATA_AXIS, as_mesh, mesh_info
 from ..distributed._sharding import gather, shard
-from ..models import MODEL_NAMES, make_model
+from ..models import GENERATOR_KINDS, MODEL_NAMES, make_model
 from ._checkpoint import atomic_write, load_checkpoint, load_metadata, save_checkpoint
+from ._optimizer import make_optimizer
 from ._step import make_eval_step, make_train_step
 
 
@@ -50,8 +50,12 @@ class TrainConfig:
     - `image_size`: images are `image_size x image_size`.
     - `epochs`: the total number of epochs (a resumed run continues up to it).
     - `batch_size`, `lr`, `seed`: as usual (Adam optimizer).
+    - `generator_lr`: the learning rate of the generator MLPs (`None`: `lr`); see
+      [`cfconv.train.make_optimizer`][].
     - `width`, `depth`: filters per layer and number of convolution layers.
     - `mlp_hidden`: the generator MLPs' hidden widths (`None`: the model's default).
+    - `generator`: the generator MLPs of a CF-Conv net, `"sine"` or `"relu"` (the
+      paper's); see [`cfconv.models.GENERATORS`][].
     - `augment`: random flips, shifts, brightness and contrast on training batches.
     """
 
@@ -64,15 +68,21 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3
+    generator_lr: float | None = None
     seed: int = 0
     width: int = 32
     depth: int = 6
     mlp_hidden: tuple[int, ...] | None = None
+    generator: str = "sine"
     augment: bool = True
 
     def __post_init__(self):
         if self.model not in MODEL_NAMES:
             raise ValueError(f"`model` must be one of {MODEL_NAMES}, got {self.model!r}")
+        if self.generator not in GENERATOR_KINDS:
+            raise ValueError(
+                f"`generator` must be one of {GENERATOR_KINDS}, got {self.generator!r}"
+            )
         if self.strategy not in STRATEGY_NAMES:
             raise ValueError(f"`strategy` must be one of {STRATEGY_NAMES}, got {self.strategy!r}")
         for name in ("positions", "chunk_size", "image_size", "epochs", "batch_size", "width",
@@ -86,6 +96,8 @@ class TrainConfig:
             raise ValueError(f"`rate` must be in (0, 1], got {self.rate}")
         if not self.lr > 0:
             raise ValueError(f"`lr` must be positive, got {self.lr}")
+        if self.generator_lr is not None and not self.generator_lr > 0:
+            raise ValueError(f"`generator_lr` must be positive or None, got {self.generator_lr}")
 
     def kernel_strategy(self) -> AbstractStrategy:
         """The core strategy for `strategy`."""
@@ -236,8 +248,10 @@ def fit(
     kwargs: dict[str, Any] = {}
     if config.model == "fourier":
         kwargs = {"image_size": image_size}
-    elif config.model != "spatial" and config.mlp_hidden is not None:
-        kwargs = {"mlp_hidden": config.mlp_hidden}
+    elif config.model != "spatial":
+        kwargs = {"generator": config.generator}
+        if config.mlp_hidden is not None:
+            kwargs["mlp_hidden"] = config.mlp_hidden
     model = make_model(
         config.model,
         in_channels=train_data.channels,
@@ -248,7 +262,7 @@ def fit(
         **kwargs,
     )
     states = model.init_states(image_size, key=k_states)
-    optimizer = optax.adam(config.lr)
+    optimizer = make_optimizer(config.lr, config.generator_lr)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     key_data = jax.random.key_data(k_train)
     history: list[dict[str, Any]] = []

@@ -1,0 +1,52 @@
+"""The optimizer of `cfconv train`: Adam, with its own learning rate for kernel generators."""
+
+import jax
+import optax
+from jaxtyping import PyTree
+
+
+def _is_generator_path(path: tuple) -> bool:
+    return any(isinstance(k, jax.tree_util.GetAttrKey) and k.name == "generator" for k in path)
+
+
+def generator_labels(params: PyTree) -> PyTree:
+    """Label every leaf of `params` `"generator"` (inside a `generator` field, as in
+    [`cfconv.CFConv2d`][]) or `"other"`: the labels of `optax.multi_transform`."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "generator" if _is_generator_path(path) else "other", params
+    )
+
+
+def make_optimizer(lr: float, generator_lr: float | None = None) -> optax.GradientTransformation:
+    r"""Adam with learning rate `lr`, and `generator_lr` for the kernel generators' MLPs.
+
+    With sparse updates the stored kernel follows the generator only slowly: a sampled
+    entry moves a fraction `rate` of the way to the generator's value, and a step
+    samples a fraction $p \approx$ `num / grid` of the entries, so the stored kernel
+    lags the generator by about $1 / (p \cdot \text{rate})$ steps. The gradient that
+    reaches the generator is computed on the stored kernel, so a generator that moves
+    faster than the stored kernel can follow is steered by stale information and
+    overshoots. A smaller `generator_lr` keeps it within reach (see
+    `docs/cli.md`, "Accuracy").
+
+    **Arguments:**
+
+    - `lr`: the learning rate of every parameter outside a generator (biases, head,
+      spatial convolutions, Fourier kernels).
+    - `generator_lr`: the learning rate of the generator MLPs; `None` (default) uses `lr`.
+
+    **Returns:**
+
+    An `optax.GradientTransformation`; initialise it with
+    `optimizer.init(eqx.filter(model, eqx.is_inexact_array))`.
+    """
+    for name, value in (("lr", lr), ("generator_lr", generator_lr)):
+        if value is None and name == "generator_lr":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"`{name}` must be a positive number, got {value!r}")
+    if generator_lr is None or generator_lr == lr:
+        return optax.adam(lr)
+    return optax.multi_transform(
+        {"generator": optax.adam(generator_lr), "other": optax.adam(lr)}, generator_labels
+    )
