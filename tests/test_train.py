@@ -354,3 +354,30 @@ def test_train_config_builds_the_chosen_generator(tmp_path, monkeypatch):
     sine = make_model("hw_cin_cout", width=4, depth=2, key=jax.random.key(0))
     assert relu.layers[0].generator.real.activation is jax.nn.relu
     assert sine.layers[0].generator.real.activation is jnp.sin
+
+
+def test_kernel_lag_is_recorded_for_sparse_runs(tmp_path):
+    data = _toy_dataset(64)
+    train, val = cfconv.data.train_val_split(data, val_fraction=0.25, seed=0)
+    config = TrainConfig(model="hw_cin_cout", strategy="sparse-vmap", positions=64, epochs=1,
+                         augment=False, **SMALL)  # fmt: skip
+    result = fit(config, train, val, checkpoint_dir=tmp_path, log=None)
+    lag = result["epochs"][-1]["kernel_lag"]
+    # Independently: the saved stored kernels against the saved generators' kernels.
+    like_model = make_model("hw_cin_cout", in_channels=1, num_classes=2, width=4, depth=2,
+                            key=jax.random.key(1))  # fmt: skip
+    like_states = like_model.init_states((8, 8), key=jax.random.key(2))
+    optimizer = make_optimizer(config.lr)
+    like = (like_model, like_states, optimizer.init(eqx.filter(like_model, eqx.is_inexact_array)),
+            jax.random.key_data(jax.random.key(0)))  # fmt: skip
+    (model, states, _, _), _ = load_checkpoint(tmp_path / "checkpoint.eqx", like)
+    expected = []
+    for layer, state in zip(model.layers, states):
+        generated = np.asarray(layer.generator.materialize((8, 8)), np.complex128)
+        stored = np.asarray(state.kernel, np.complex128)
+        expected.append(np.linalg.norm(stored - generated) / np.linalg.norm(generated))
+    np.testing.assert_allclose(lag, expected, rtol=1e-3)
+    # 64 positions a step at rate 0.1 leave the stored kernel far from the generator's.
+    assert min(lag) > 0.1
+    dense = TrainConfig(model="hw_cin_cout", strategy="naive", epochs=1, augment=False, **SMALL)
+    assert "kernel_lag" not in fit(dense, train, val, log=None)["epochs"][-1]

@@ -20,7 +20,7 @@ from .._strategies import AbstractStrategy, Chunked, Dense, Remat, Sparse
 from ..data import Dataset, augment, batches, num_batches
 from ..distributed._mesh import DATA_AXIS, as_mesh, mesh_info
 from ..distributed._sharding import gather, shard
-from ..models import GENERATOR_KINDS, MODEL_NAMES, make_model
+from ..models import GENERATOR_KINDS, MODEL_NAMES, CFConvNet, make_model
 from ._checkpoint import atomic_write, load_checkpoint, load_metadata, save_checkpoint
 from ._optimizer import make_optimizer
 from ._step import make_eval_step, make_train_step
@@ -192,7 +192,14 @@ def fit(
     log: TextIO | None = sys.stderr,
     mesh: Mesh | tuple[int, int] | str | None = None,
 ) -> dict[str, Any]:
-    """Train a model as `cfconv train` does, and return its metrics.
+    r"""Train a model as `cfconv train` does, and return its metrics.
+
+    With a sparse strategy, each epoch's metrics also hold `kernel_lag`: for every
+    layer, $\lVert S - K_\theta \rVert / \lVert K_\theta \rVert$, how far the stored
+    kernel $S$ is from the kernel $K_\theta$ its generator gives now (evaluated
+    everywhere, in chunks). A lag that stays large means that the generator moves faster
+    than the sparse updates can carry it into the stored kernel (see
+    [`cfconv.train.make_optimizer`][]).
 
     Each epoch: shuffled batches (a function of `seed` and the epoch), one jitted
     [`cfconv.train.make_train_step`][] per batch, evaluation on `val_data` with the
@@ -302,6 +309,15 @@ def fit(
     def refresh(model, states):
         return model.kernels(states, image_size, strategy)[1]
 
+    # How far the stored kernels lag the generators (sparse strategies only).
+    measure_lag = config.strategy not in _DENSE and isinstance(model, CFConvNet)
+
+    @eqx.filter_jit
+    def kernel_lag(model, states):
+        generated, _ = model.kernels(states, image_size, Chunked(chunk_size=config.chunk_size))
+        return jnp.stack([jnp.linalg.norm(state.kernel - kernel) / jnp.linalg.norm(kernel)
+                          for state, kernel in zip(states, generated)])  # fmt: skip
+
     steps_per_epoch = num_batches(train_data, config.batch_size, drop_remainder=True)
     params = parameter_count(model)
 
@@ -362,11 +378,14 @@ def fit(
             "step_time": seconds / timed_steps,
             "examples_per_s": timed_steps * config.batch_size / seconds,
         }
+        if measure_lag:
+            record["kernel_lag"] = [float(v) for v in kernel_lag(model, states)]
         history.append(record)
+        lag = f" | kernel lag {np.mean(record['kernel_lag']):.2f}" if measure_lag else ""
         progress.close(
             f"epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.4f} acc {train_acc:.3f}"
             f" | val loss {val_loss:.4f} acc {val_acc:.3f} | {record['step_time'] * 1e3:.1f} ms"
-            f"/step, {record['examples_per_s']:.0f} ex/s"
+            f"/step, {record['examples_per_s']:.0f} ex/s{lag}"
         )
         if path is not None:
             metadata = {"config": config.to_json(), "epoch": epoch + 1, "step": step,
