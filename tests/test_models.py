@@ -297,8 +297,9 @@ def test_paper_init_makes_activations_grow():
 
 def test_generator_power_matches_state():
     """`generator_init="state"`: every MLP's output has the state's power per part,
-    s^2 / 3, on the calibration grid. For hw_cin_cout that is not enough: its generated
-    kernel's channels add coherently, and activations grow on the generated path."""
+    s^2 / 3, on the calibration grid. For the paper's ReLU hw_cin_cout generator that is
+    not enough: its generated kernel's channels add coherently, and activations grow on
+    the generated path."""
     for parameterization, per_mlp_axes in [("hw", (2, 3)), ("hw_cout", (1, 2, 3))]:
         model = _small(parameterization, generator_init="state")
         for layer, s in zip(model.layers, model.state_scales):
@@ -306,8 +307,12 @@ def test_generator_power_matches_state():
             for part in (np.asarray(kernel.real), np.asarray(kernel.imag)):
                 rms = np.sqrt(np.mean(part**2, axis=per_mlp_axes))
                 np.testing.assert_allclose(rms, s / np.sqrt(3), rtol=1e-3)
-    coherent = _small("hw_cin_cout", generator_init="state")
+    # The paper's ReLU generator: most of the kernel is shared by every channel pair.
+    coherent = _small("hw_cin_cout", generator_init="state", generator="relu")
     assert _stds(coherent, "dense", size=SMALL)[-1] > 3  # at the paper's size, > 100
+    # The default sine generator's channel pairs are nearly independent: no growth.
+    sine = _stds(_small("hw_cin_cout", generator_init="state"), "dense", size=SMALL)
+    assert np.all(sine < 2), sine
     calibrated = _stds(_small("hw_cin_cout"), "dense", size=SMALL)
     assert np.all((calibrated > 0.5) & (calibrated < 2)), calibrated
 
