@@ -6,12 +6,8 @@ from ._checkpoint import (
     load_metadata as load_metadata,
     save_checkpoint as save_checkpoint,
 )
-from ._loop import (
-    STRATEGY_NAMES as STRATEGY_NAMES,
-    NonFiniteLossError as NonFiniteLossError,
-    TrainConfig as TrainConfig,
-    fit as fit,
-)
+from ._config import STRATEGY_NAMES as STRATEGY_NAMES, TrainConfig as TrainConfig
+from ._loop import NonFiniteLossError as NonFiniteLossError, fit as fit
 from ._optimizer import generator_labels as generator_labels, make_optimizer as make_optimizer
 from ._step import (
     loss_and_accuracy as loss_and_accuracy,

@@ -16,18 +16,16 @@ import numpy as np
 from jax.sharding import Mesh
 
 from .._mlp import parameter_count
-from .._strategies import AbstractStrategy, Chunked, Dense, Remat, Sparse
+from .._strategies import Chunked
 from ..data import Dataset, augment, batches, num_batches
 from ..distributed._mesh import DATA_AXIS, as_mesh, mesh_info
 from ..distributed._sharding import gather, shard
-from ..models import GENERATOR_KINDS, MODEL_NAMES, CFConvNet, make_model
+from ..models import CFConvNet, make_model
 from ._checkpoint import atomic_write, load_checkpoint, load_metadata, save_checkpoint
+from ._config import _DENSE, TrainConfig
 from ._optimizer import make_optimizer
 from ._step import make_eval_step, make_train_step
 
-
-STRATEGY_NAMES: tuple[str, ...] = ("naive", "remat", "scan", "sparse-scan", "sparse-vmap")
-"""The paper's training methods (Tables 2 and 3), as `cfconv train --strategy` names."""
 
 CHECKPOINT_FILE = "checkpoint.eqx"
 
@@ -35,93 +33,6 @@ CHECKPOINT_FILE = "checkpoint.eqx"
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
 
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run (and must match when resuming).
-
-    **Fields:**
-
-    - `model`: one of `cfconv.models.MODEL_NAMES`.
-    - `strategy`: one of `STRATEGY_NAMES` (ignored by the spatial CNN).
-    - `positions`: positions sampled per step and layer by the sparse strategies.
-    - `rate`: the sparse EMA rate (the paper's 0.1).
-    - `chunk_size`: positions per chunk for `scan` and `sparse-scan`.
-    - `image_size`: images are `image_size x image_size`.
-    - `epochs`: the total number of epochs (a resumed run continues up to it).
-    - `batch_size`, `lr`, `seed`: as usual (Adam optimizer).
-    - `generator_lr`: the learning rate of the generator MLPs (`None`: `lr`); see
-      [`cfconv.train.make_optimizer`][].
-    - `width`, `depth`: filters per layer and number of convolution layers.
-    - `mlp_hidden`: the generator MLPs' hidden widths (`None`: the model's default).
-    - `generator`: the generator MLPs of a CF-Conv net, `"sine"` or `"relu"` (the
-      paper's); see [`cfconv.models.GENERATORS`][].
-    - `augment`: random flips, shifts, brightness and contrast on training batches.
-    """
-
-    model: str = "hw_cin_cout"
-    strategy: str = "sparse-scan"
-    positions: int = 2**12
-    rate: float = 0.1
-    chunk_size: int = 2**15
-    image_size: int = 8
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    generator_lr: float | None = None
-    seed: int = 0
-    width: int = 32
-    depth: int = 6
-    mlp_hidden: tuple[int, ...] | None = None
-    generator: str = "sine"
-    augment: bool = True
-
-    def __post_init__(self):
-        if self.model not in MODEL_NAMES:
-            raise ValueError(f"`model` must be one of {MODEL_NAMES}, got {self.model!r}")
-        if self.generator not in GENERATOR_KINDS:
-            raise ValueError(
-                f"`generator` must be one of {GENERATOR_KINDS}, got {self.generator!r}"
-            )
-        if self.strategy not in STRATEGY_NAMES:
-            raise ValueError(f"`strategy` must be one of {STRATEGY_NAMES}, got {self.strategy!r}")
-        for name in ("positions", "chunk_size", "image_size", "epochs", "batch_size", "width",
-                     "depth"):  # fmt: skip
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"`seed` must be a non-negative integer, got {self.seed!r}")
-        if not 0 < self.rate <= 1:
-            raise ValueError(f"`rate` must be in (0, 1], got {self.rate}")
-        if not self.lr > 0:
-            raise ValueError(f"`lr` must be positive, got {self.lr}")
-        if self.generator_lr is not None and not self.generator_lr > 0:
-            raise ValueError(f"`generator_lr` must be positive or None, got {self.generator_lr}")
-
-    def kernel_strategy(self) -> AbstractStrategy:
-        """The core strategy for `strategy`."""
-        return {
-            "naive": lambda: Dense(),
-            "remat": lambda: Remat(),
-            "scan": lambda: Chunked(chunk_size=self.chunk_size),
-            "sparse-scan": lambda: Sparse(self.positions, self.rate, chunk_size=self.chunk_size),
-            "sparse-vmap": lambda: Sparse(self.positions, self.rate),
-        }[self.strategy]()
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "TrainConfig":
-        data = dict(data)
-        if data.get("mlp_hidden") is not None:
-            data["mlp_hidden"] = tuple(data["mlp_hidden"])
-        return cls(**data)
-
-
-# The strategies whose steps evaluate the generator everywhere (no sparse state).
-_DENSE = ("naive", "remat", "scan")
 
 # Fields that may differ between a run and its resumption.
 _RESUMABLE = {"epochs"}

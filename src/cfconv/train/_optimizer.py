@@ -4,6 +4,8 @@ import jax
 import optax
 from jaxtyping import PyTree
 
+from .._errors import check_positive
+
 
 def _is_generator_path(path: tuple) -> bool:
     return any(isinstance(k, jax.tree_util.GetAttrKey) and k.name == "generator" for k in path)
@@ -40,11 +42,9 @@ def make_optimizer(lr: float, generator_lr: float | None = None) -> optax.Gradie
     An `optax.GradientTransformation`; initialise it with
     `optimizer.init(eqx.filter(model, eqx.is_inexact_array))`.
     """
-    for name, value in (("lr", lr), ("generator_lr", generator_lr)):
-        if value is None and name == "generator_lr":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"`{name}` must be a positive number, got {value!r}")
+    lr = check_positive("lr", lr)
+    if generator_lr is not None:
+        generator_lr = check_positive("generator_lr", generator_lr)
     if generator_lr is None or generator_lr == lr:
         return optax.adam(lr)
     return optax.multi_transform(
