@@ -289,7 +289,7 @@ def demo(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `cfconv` command line with `argv` (default: `sys.argv[1:]`)."""
-    from .experiments import _commands as _experiments, _filters
+    from .experiments import _commands as _experiments, _filters, _gradient_noise
 
     parser = argparse.ArgumentParser(
         prog="cfconv",
@@ -319,6 +319,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = commands.add_parser("spectral-bias", help=doc, description=doc)
     _experiments.add_spectral_bias_arguments(p, _positive_int, _widths)
     p.set_defaults(run=_experiments.spectral_bias_command)
+
+    doc = _gradient_noise.gradient_noise_command.__doc__
+    p = commands.add_parser("gradient-noise", help=doc, description=doc)
+    _gradient_noise.add_gradient_noise_arguments(p, _positive_int)
+    p.set_defaults(run=_gradient_noise.gradient_noise_command)
 
     doc = _experiments.plot_command.__doc__
     p = commands.add_parser("plot", help=doc, description=doc)

@@ -3,12 +3,19 @@
 - [`run_spectral_bias`][cfconv.experiments.run_spectral_bias] (`cfconv spectral-bias`):
   fit known filters with Fourier- and spatial-domain kernel generators, and measure the
   error per band of frequency.
+- [`sparse_gradient_agreement`][cfconv.experiments.sparse_gradient_agreement]
+  (`cfconv gradient-noise`): how well one sparse step's generator gradient agrees with
+  the exact gradient, for several fractions of the kernel grid sampled.
 - [`plot_checkpoint`][cfconv.experiments.plot_checkpoint] (`cfconv plot`): draw a trained
   model's kernels and one step's sparse sampling pattern.
 
 The pictures need matplotlib (`pip install cfconv[plot]`), imported only when drawing.
 """
 
+from ._gradient_noise import (
+    format_agreement as format_agreement,
+    sparse_gradient_agreement as sparse_gradient_agreement,
+)
 from ._plots import (
     load_trained_model as load_trained_model,
     plot_checkpoint as plot_checkpoint,
@@ -45,6 +52,7 @@ __all__ = [
     "band_edges",
     "band_labels",
     "band_shares",
+    "format_agreement",
     "format_tables",
     "kernel_errors",
     "load_trained_model",
@@ -55,6 +63,7 @@ __all__ = [
     "plot_sampling",
     "plot_spectral_bias",
     "run_spectral_bias",
+    "sparse_gradient_agreement",
     "summarize",
     "target_kernel",
     "trainable_parameters",
