@@ -24,11 +24,11 @@ def _generator_gradients(model: AbstractModel, kernels, images, labels) -> list[
         return loss_and_accuracy(logits, labels)[0]
 
     grads = eqx.filter_grad(loss_fn)(model)
-    return [
-        jnp.concatenate([leaf.ravel() for leaf in jax.tree.leaves(eqx.filter(layer.generator,
-                                                                              eqx.is_inexact_array))])
-        for layer in grads.layers
-    ]  # fmt: skip
+    flat = []
+    for layer in grads.layers:
+        leaves = jax.tree.leaves(eqx.filter(layer.generator, eqx.is_inexact_array))
+        flat.append(jnp.concatenate([leaf.ravel() for leaf in leaves]))
+    return flat
 
 
 def sparse_gradient_agreement(
@@ -48,8 +48,10 @@ def sparse_gradient_agreement(
     step's gradient is the exact gradient's sum restricted to the sampled positions. For
     each fraction $f$ of every layer's grid, `repeats` draws give gradients $g_1, \dots$;
     the result holds, per layer, their mean cosine similarity with the exact gradient $g$
-    (how well one step points the right way), the cosine of their mean, and
-    $\lVert \bar g \rVert / (f \lVert g \rVert)$ (1 for an unbiased estimate of $f g$).
+    (how well one step points the right way), the cosine of their mean $\bar g$, and
+    $\lVert \bar g \rVert / (f \lVert g \rVert)$: each draw is an unbiased estimate of
+    $f g$, so this is near 1 when the mean has averaged the noise away, and above 1 by the
+    noise left in it.
 
     **Arguments:**
 
