@@ -1,3 +1,4 @@
+import getpass
 import os
 import tempfile
 
@@ -10,10 +11,14 @@ import jax  # noqa: E402
 
 
 # Many tests compile the same small programs (new jitted closures, new processes): share
-# the compiled programs through JAX's persistent cache, one folder per user, kept between
+# the compiled programs through JAX's persistent cache, one folder per user name, kept between
 # runs (entries are keyed by the program, the JAX version and the device).
 if os.environ.get("CFCONV_TEST_JAX_CACHE", "1") != "0":
-    _cache = os.path.join(tempfile.gettempdir(), f"cfconv-tests-jax-cache-{os.getuid()}")
+    try:
+        _user = getpass.getuser()
+    except (KeyError, OSError):  # a uid with no name (some containers)
+        _user = "unknown"
+    _cache = os.path.join(tempfile.gettempdir(), f"cfconv-tests-jax-cache-{_user}")
     jax.config.update("jax_compilation_cache_dir", _cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)

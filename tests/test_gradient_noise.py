@@ -55,3 +55,6 @@ def test_cli_prints_the_table(capsys):
     with pytest.raises(SystemExit):
         main(["gradient-noise", "--fractions", "0,1"])
     assert "each fraction must be in (0, 1]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["gradient-noise", "--seed", "-1"])
+    assert "--seed" in capsys.readouterr().err

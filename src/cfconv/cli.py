@@ -322,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     doc = _gradient_noise.gradient_noise_command.__doc__
     p = commands.add_parser("gradient-noise", help=doc, description=doc)
-    _gradient_noise.add_gradient_noise_arguments(p, _positive_int)
+    _gradient_noise.add_gradient_noise_arguments(p, _positive_int, _non_negative_int)
     p.set_defaults(run=_gradient_noise.gradient_noise_command)
 
     doc = _experiments.plot_command.__doc__

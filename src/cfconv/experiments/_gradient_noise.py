@@ -108,10 +108,11 @@ def sparse_gradient_agreement(
             [float(np.mean([cosine(d[i], exact[i]) for d in draws])) for i in range(len(grids))]
         )
         result["cosine_of_mean"].append([cosine(m, g) for m, g in zip(mean, exact)])
+        sampled = [num / grid for num, grid in zip(nums, grids)]  # the realised fractions
         result["norm_ratio"].append(
             [
                 float(jnp.linalg.norm(m) / (f * jnp.linalg.norm(g)))
-                for m, g, f in zip(mean, exact, [n / g for n, g in zip(nums, grids)])
+                for m, g, f in zip(mean, exact, sampled)
             ]  # fmt: skip
         )
     return result
@@ -182,7 +183,7 @@ def _fractions(text: str) -> tuple[float, ...]:
     return values
 
 
-def add_gradient_noise_arguments(p, positive_int) -> None:
+def add_gradient_noise_arguments(p, positive_int, non_negative_int) -> None:
     """The options of `cfconv gradient-noise`."""
     from ..models import GENERATOR_KINDS, MODEL_NAMES
 
@@ -202,4 +203,4 @@ def add_gradient_noise_arguments(p, positive_int) -> None:
     )
     p.add_argument("--repeats", type=positive_int, default=8, help="draws per fraction (8)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="digits in the batch (32)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (0)")
