@@ -10,6 +10,7 @@ from . import (
     models as models,
     train as train,
 )
+from ._activations import fast_sin as fast_sin
 from ._features import (
     AbstractFeatures as AbstractFeatures,
     RandomFourierFeatures as RandomFourierFeatures,
@@ -73,6 +74,7 @@ __all__ = [
     "SpatialKernelGenerator",
     "Stored",
     "ema_update",
+    "fast_sin",
     "fourier_mix",
     "frequency_coordinates",
     "init_kernel_state",

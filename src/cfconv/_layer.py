@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, Real
 
+from ._activations import fast_sin
 from ._custom_types import FourierKernel, Image
 from ._errors import check_array, check_shape
 from ._generators import (
@@ -55,7 +56,7 @@ class CFConv2d(eqx.Module):
         out_channels: int,
         parameterization: Parameterization = "hw_cin_cout",
         hidden: Sequence[int] | None = None,
-        activation: Callable[[Array], Array] = jnp.sin,
+        activation: Callable[[Array], Array] = fast_sin,
         coordinates: CoordinateKind = "frequency",
         use_bias: bool = True,
         channel_scale: float | None = DEFAULT_CHANNEL_SCALE,

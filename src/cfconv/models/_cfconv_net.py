@@ -5,9 +5,9 @@ from typing import Any, Literal
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray, Real
 
+from .._activations import fast_sin
 from .._generators import (
     DEFAULT_CHANNEL_SCALE,
     DEFAULT_FREQUENCY_SCALE,
@@ -51,7 +51,7 @@ GENERATOR_KINDS: tuple[str, ...] = ("sine", "relu")
 
 GENERATORS: dict[str, dict[str, Any]] = {
     "sine": dict(
-        activation=jnp.sin,
+        activation=fast_sin,
         channel_scale=DEFAULT_CHANNEL_SCALE,
         frequency_scale=DEFAULT_FREQUENCY_SCALE,
     ),
@@ -60,7 +60,7 @@ GENERATORS: dict[str, dict[str, Any]] = {
 """The generator MLPs of [`cfconv.models.CFConvNet`][] by name: the arguments
 `activation`, `channel_scale` and `frequency_scale` of [`cfconv.CFConv2d`][].
 
-- `"sine"` (the default): sine activations, channel coordinates' first-layer weights
+- `"sine"` (the default): sine activations ([`cfconv.fast_sin`][]), channel coordinates' first-layer weights
   $\times (n - 1)$, frequencies' $\times 2$; every channel pair starts with its own
   kernel. See [`cfconv.KernelGenerator`][] ("Initialisation").
 - `"relu"`: the paper's ReLU MLPs. A deep ReLU generator starts (and, on the digits,
