@@ -74,12 +74,16 @@ def test_dense_strategies_agree(parameterization, seed):
     parameterization=parameterizations,
     seed=seeds,
     rate=st.sampled_from([0.1, 0.5, 1.0]),
-    chunk_size=st.sampled_from([None, 50]),
-)
-def test_sparse_with_every_position_is_ema_of_dense(parameterization, seed, rate, chunk_size):
+    evaluation=st.sampled_from([
+        dict(remat_chunk_size=None),  # plain autodiff
+        dict(remat_chunk_size=7),  # recomputed in chunks that do not divide `num`
+        dict(chunk_size=50),  # scan
+    ]),
+)  # fmt: skip
+def test_sparse_with_every_position_is_ema_of_dense(parameterization, seed, rate, evaluation):
     layer, state, x, c = _setup(seed, parameterization)
     size = int(np.prod(state.kernel.shape))
-    sparse = cfconv.Sparse(num=size, rate=rate, replace=False, chunk_size=chunk_size)
+    sparse = cfconv.Sparse(num=size, rate=rate, replace=False, **evaluation)
     key = jax.random.key(seed + 1)
     y, new_state = _call(layer, x, state, sparse, key)
 
@@ -144,14 +148,17 @@ def test_sparse_gradient_only_through_sampled_entries(parameterization, seed):
 def test_sparse_scan_equals_vmap(seed, replace):
     layer, state, x, c = _setup(seed)
     key = jax.random.key(seed + 2)
-    vmapped = cfconv.Sparse(num=64, replace=replace)
-    scanned = cfconv.Sparse(num=64, replace=replace, chunk_size=24, unroll=2)
+    vmapped = cfconv.Sparse(num=64, replace=replace, remat_chunk_size=None)
     y1, s1 = _call(layer, x, state, vmapped, key)
-    y2, s2 = _call(layer, x, state, scanned, key)
-    assert_tree_allclose((y1, s1), (y2, s2))
     g1 = _generator_grad(layer, state, x, c, vmapped, key)
-    g2 = _generator_grad(layer, state, x, c, scanned, key)
-    assert_tree_allclose(g1, g2, rtol=1e-4, atol=1e-5)
+    for other in (
+        cfconv.Sparse(num=64, replace=replace, chunk_size=24, unroll=2),
+        cfconv.Sparse(num=64, replace=replace, remat_chunk_size=24, unroll=2),
+    ):
+        y2, s2 = _call(layer, x, state, other, key)
+        assert_tree_allclose((y1, s1), (y2, s2))
+        g2 = _generator_grad(layer, state, x, c, other, key)
+        assert_tree_allclose(g1, g2, rtol=1e-4, atol=1e-5)
 
 
 def test_stored_inference_uses_the_state_only():
@@ -252,6 +259,8 @@ def _bad_calls():
         ("rate-zero", lambda: cfconv.Sparse(rate=0.0), "rate", ValueError),
         ("num-zero", lambda: cfconv.Sparse(num=0), "num", ValueError),
         ("chunk-zero", lambda: cfconv.Chunked(chunk_size=0), "chunk_size", ValueError),
+        ("remat-chunk-zero", lambda: cfconv.Sparse(remat_chunk_size=0), "remat_chunk_size",
+         ValueError),
     ]  # fmt: skip
 
 

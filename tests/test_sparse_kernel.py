@@ -95,11 +95,16 @@ def test_sparse_update_is_the_ema_with_gradient_at_the_kept_occurrences(seed, ra
                                    rtol=1e-4, atol=1e-4)  # fmt: skip
 
 
+# The convolution keeps `x_hat` at the sampled entries for the backward pass when there
+# are fewer of them (24) than entries of one example's `x_hat` (CIN * H * (W // 2 + 1) =
+# 40), and the whole `x_hat` otherwise (60).
+@pytest.mark.parametrize("num", [24, 60], ids=["gathered-x-hat", "whole-x-hat"])
 @hypothesis.given(seed=seeds, rate=rates, repeat=st.booleans())
-def test_convolution_equals_the_plain_ema_kernel(seed, rate, repeat):
+def test_convolution_equals_the_plain_ema_kernel(num, seed, rate, repeat):
     """Output and gradients (input, values, per example under vmap, and the batch sum)
     equal those of the plain array `ema_update(stop_gradient(state), ...)`."""
-    state, positions, values, x, c = _inputs(seed, 24, repeat=repeat)
+    assert (num < CIN * H * (W // 2 + 1)) == (num == 24)
+    state, positions, values, x, c = _inputs(seed, num, repeat=repeat)
     state = cfconv.KernelState(jnp.asarray(state))
     # Repeated positions carry equal values, as a generator's do; the occurrence that
     # gets the gradient may then differ between the two paths, the sum over it not.

@@ -89,8 +89,29 @@ def spectral_conv(x: Image, kernel: FourierKernel | SparseKernel) -> Float[Array
     return jnp.fft.irfft2(_mix(x_hat, kernel), s=(h, w))
 
 
+# The mixing is, per frequency, a (cin,) x (cin, cout) product; under `jax.vmap` over a
+# batch it becomes one small (batch, cin) x (cin, cout) matmul per frequency. Written
+# with the frequency axis leading (transposes of the flattened grid, which XLA does
+# quickly), XLA's CPU backend runs those matmuls about 1.4x faster than the same einsum
+# with the frequency axes trailing (a batch of 32 images at 150x150 with 32 channels:
+# 0.25 s against 0.35 s). The kernel's transpose is not batched: it is done once per
+# step, not per example.
+def _frequency_major(kernel: FourierKernel) -> Complex[Array, "hwf cin cout"]:
+    cin, cout, h, wf = kernel.shape
+    return kernel.reshape(cin * cout, h * wf).T.reshape(h * wf, cin, cout)
+
+
+def _mix_frequency_major(x_hat, kernel_fm, transpose: bool = False):
+    """`x_hat` (c, h, wf) times the per-frequency matrices `kernel_fm` (hwf, cin, cout):
+    summing over cin (giving cout channels), or with `transpose` over cout."""
+    c, h, wf = x_hat.shape
+    x_fm = x_hat.reshape(c, h * wf).T
+    y = jnp.einsum("fo,fio->fi" if transpose else "fi,fio->fo", x_fm, kernel_fm)
+    return y.T.reshape(y.shape[1], h, wf)
+
+
 def _einsum_mix(x_hat, kernel):
-    return jnp.einsum("ihw,iohw->ohw", x_hat, kernel)
+    return _mix_frequency_major(x_hat, _frequency_major(kernel))
 
 
 def _mix(x_hat, kernel):
@@ -140,13 +161,30 @@ def _sparse_mix(x_hat, kernel, positions, values, weights):
     return _einsum_mix(x_hat, kernel)
 
 
+def _split_positions(positions, cout: int, h: int, wf: int):
+    """Flat kernel positions -> flat indices into `x_hat` (cin, h, wf) and into the
+    output's cotangent (cout, h, wf)."""
+    plane = positions % (h * wf)  # (row, column) as one flat index
+    i = positions // (cout * h * wf)
+    o = (positions // (h * wf)) % cout
+    return i * (h * wf) + plane, o * (h * wf) + plane
+
+
 def _sparse_mix_fwd(x_hat, kernel, positions, values, weights):
-    out = _einsum_mix(x_hat.value, kernel.value)
+    out = _mix_frequency_major(x_hat.value, _frequency_major(kernel.value))
+    # The residuals: the kernel itself (the same buffer as the next state, so it costs
+    # no memory; its transpose is redone in the backward pass) ...
     for_x = kernel.value if x_hat.perturbed else None
     for_kernel = x_hat.value if kernel.perturbed else None
     for_values = None
     if values.perturbed:
-        for_values = (x_hat.value, positions.value, values.value, weights.value)
+        # ... and, for the values' gradient, `x_hat` at the sampled entries only, when
+        # there are fewer of them than entries of `x_hat`.
+        cin, h, wf = x_hat.value.shape
+        at_x, _ = _split_positions(positions.value, kernel.value.shape[1], h, wf)
+        gathered = positions.value.shape[0] < cin * h * wf
+        x_part = x_hat.value.reshape(-1)[at_x] if gathered else x_hat.value
+        for_values = (x_part, positions.value, values.value, weights.value)
     return out, (for_x, for_kernel, for_values)
 
 
@@ -154,18 +192,18 @@ def _sparse_mix_bwd(residuals, ct):
     for_x, for_kernel, for_values = residuals
     if isinstance(ct, SymbolicZero):
         return None, None, None, None, None
-    ct_x = None if for_x is None else jnp.einsum("ohw,iohw->ihw", ct, for_x)
+    ct_x = None
+    if for_x is not None:
+        ct_x = _mix_frequency_major(ct, _frequency_major(for_x), transpose=True)
     ct_kernel = None if for_kernel is None else jnp.einsum("ihw,ohw->iohw", for_kernel, ct)
     ct_values = None
     if for_values is not None:
-        x_hat, positions, values, weights = for_values
-        cin, h, wf = x_hat.shape
-        cout = ct.shape[0]
-        plane = positions % (h * wf)  # (row, column) as one flat index
-        i = positions // (cout * h * wf)
-        o = (positions // (h * wf)) % cout
-        product = x_hat.reshape(-1)[i * (h * wf) + plane] * ct.reshape(-1)[o * (h * wf) + plane]
-        ct_values = (weights * product).astype(values.dtype)
+        x_part, positions, values, weights = for_values
+        cout, h, wf = ct.shape
+        at_x, at_ct = _split_positions(positions, cout, h, wf)
+        if x_part.ndim > 1:  # x_hat itself, not yet gathered
+            x_part = x_part.reshape(-1)[at_x]
+        ct_values = (weights * x_part * ct.reshape(-1)[at_ct]).astype(values.dtype)
     return ct_x, ct_kernel, None, ct_values, None
 
 

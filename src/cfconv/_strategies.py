@@ -107,7 +107,7 @@ class Chunked(AbstractStrategy):
 
 
 class Sparse(AbstractStrategy):
-    """The paper's sparse updates: sample, evaluate there, blend into the state.
+    r"""The paper's sparse updates: sample, evaluate there, blend into the state.
 
     Each call samples `num` positions uniformly ([`cfconv.sample_positions`][]), evaluates
     the generator only there, and returns
@@ -124,6 +124,26 @@ class Sparse(AbstractStrategy):
     With `chunk_size=None` the positions are evaluated together (the paper's "vmap");
     with an integer, `chunk_size` at a time in a checkpointed scan (the paper's "scan"),
     which bounds memory at some cost in speed.
+
+    Evaluated together with plain autodiff, the MLPs' activations at every position
+    would be kept for the backward pass: at $2^{18}$ positions, most of a training
+    step's memory. So with `chunk_size=None` the forward pass is one batched evaluation
+    that keeps no activations, and the backward pass recomputes them
+    `remat_chunk_size` positions at a time (a scan), accumulating the generator's
+    gradient. Values and gradients are those of plain autodiff, up to float rounding;
+    on CPU this is even faster than plain autodiff (the chunks stay in cache).
+    `remat_chunk_size=None` gives plain autodiff. With a `chunk_size`, the scan already
+    keeps no more than a chunk's activations, and `remat_chunk_size` is not used.
+
+    **Fields:**
+
+    - `num`: positions sampled per call (the paper's $2^{12} \dots 2^{21}$).
+    - `rate`: the EMA weight of the fresh values (the paper's 0.1).
+    - `replace`: sample with replacement (default) or without.
+    - `chunk_size`: `None` (evaluate together) or positions per scan step.
+    - `unroll`: scan iterations unrolled (for either scan).
+    - `remat_chunk_size`: positions per step of the backward pass's recomputation
+      (default $2^{15}$), or `None`.
     """
 
     num: int = eqx.field(static=True, default=2**18)
@@ -131,6 +151,7 @@ class Sparse(AbstractStrategy):
     replace: bool = eqx.field(static=True, default=True)
     chunk_size: int | None = eqx.field(static=True, default=None)
     unroll: int = eqx.field(static=True, default=1)
+    remat_chunk_size: int | None = eqx.field(static=True, default=2**15)
     needs_key: ClassVar[bool] = True
 
     def __check_init__(self):
@@ -139,6 +160,8 @@ class Sparse(AbstractStrategy):
         if self.chunk_size is not None:
             check_int("chunk_size", self.chunk_size)
         check_int("unroll", self.unroll)
+        if self.remat_chunk_size is not None:
+            check_int("remat_chunk_size", self.remat_chunk_size)
 
     def sample(self, generator: KernelGenerator, spatial_shape, *, key) -> Positions:
         """The positions this strategy would sample for `key`."""
@@ -149,6 +172,9 @@ class Sparse(AbstractStrategy):
                  ) -> KernelValues:  # fmt: skip
         """Evaluate the generator at `positions`, at once or in checkpointed chunks."""
         if self.chunk_size is None:
+            if self.remat_chunk_size is not None:
+                return _evaluate_remat(generator, positions, spatial_shape,
+                                       self.remat_chunk_size, self.unroll)  # fmt: skip
             return generator(positions, spatial_shape)
         num = positions.shape[0]
         chunk = min(self.chunk_size, num)
@@ -169,6 +195,53 @@ class Sparse(AbstractStrategy):
         values = self.evaluate(generator, positions, spatial_shape)
         kernel = sparse_update(state, positions, values, rate=self.rate)
         return kernel, KernelState(kernel.kernel)
+
+
+def _chunked(array, chunk: int, fill):
+    """`array` padded with `fill` to whole chunks, as `(chunks, chunk, ...)`."""
+    num = array.shape[0]
+    n_chunks = -(-num // chunk)
+    pad = [(0, n_chunks * chunk - num)] + [(0, 0)] * (array.ndim - 1)
+    padded = jnp.pad(array, pad, constant_values=fill)
+    return padded.reshape((n_chunks, chunk) + array.shape[1:])
+
+
+def _evaluate_remat(
+    generator: KernelGenerator, positions: Positions, spatial_shape, chunk_size: int,
+    unroll: int,
+) -> KernelValues:  # fmt: skip
+    """`generator(positions, spatial_shape)`, keeping no activations for the backward
+    pass: its vector-Jacobian product re-evaluates `chunk_size` positions at a time."""
+    params, static = eqx.partition(generator, eqx.is_inexact_array)
+    chunk = min(chunk_size, positions.shape[0])
+
+    def evaluate(params, positions):
+        return eqx.combine(params, static)(positions, spatial_shape)
+
+    @jax.custom_vjp
+    def values_of(params, positions):
+        return evaluate(params, positions)
+
+    def forward(params, positions):
+        return evaluate(params, positions), (params, positions)
+
+    def backward(residuals, cotangent):
+        params, positions = residuals
+        # Padding: position 0 with a zero cotangent adds nothing to the gradient.
+        chunks = (_chunked(positions, chunk, 0), _chunked(cotangent, chunk, 0))
+
+        def body(total, chunk_inputs):
+            chunk_positions, chunk_cotangent = chunk_inputs
+            _, vjp = jax.vjp(lambda p: evaluate(p, chunk_positions), params)
+            (grad,) = vjp(chunk_cotangent)
+            return jax.tree.map(jnp.add, total, grad), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        total, _ = jax.lax.scan(body, zeros, chunks, unroll=unroll)
+        return total, None
+
+    values_of.defvjp(forward, backward)
+    return values_of(params, positions)
 
 
 class Stored(AbstractStrategy):
