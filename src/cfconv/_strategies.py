@@ -92,7 +92,7 @@ class Chunked(AbstractStrategy):
     gradient is the exact dense gradient.
     """
 
-    chunk_size: int = eqx.field(static=True, default=2**16)
+    chunk_size: int = eqx.field(static=True, default=2**15)
     unroll: int = eqx.field(static=True, default=1)
 
     def __check_init__(self):

@@ -56,7 +56,7 @@ def make_pieces(
     cotangents) is drawn here once, distinct for every layer so that XLA cannot merge
     the layers' work, and passed as an argument (not folded into the program).
     """
-    from .. import KernelState, fourier_mix, sample_positions, sparse_update
+    from .. import KernelState, Sparse, fourier_mix, sample_positions, sparse_update
 
     h, w = image_size
     wf = w // 2 + 1
@@ -74,11 +74,15 @@ def make_pieces(
     spec_in = _normal(rng, (batch, layers[0].in_channels, h, wf), True)
     sample_keys = jax.random.split(jax.random.key(seed), n)
 
+    # The MLP evaluation as the sparse-vmap step does it (its default rematerialization).
+    evaluate = Sparse(num=num, rate=rate).evaluate
+
     @eqx.filter_jit
     def mlp(model, positions, values):
         out = []
         for layer, p, ct in zip(model.layers, positions, values):
-            v, pullback = eqx.filter_vjp(lambda g, p=p: g(p, image_size), layer.generator)
+            v, pullback = eqx.filter_vjp(lambda g, p=p: evaluate(g, p, image_size),
+                                         layer.generator)  # fmt: skip
             out.append((v, pullback(ct)))
         return out
 
