@@ -99,12 +99,13 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     kernel.add_argument(
         "--strategy",
         choices=STRATEGY_NAMES,
-        default="sparse-scan",
+        default="sparse-vmap",
         help="naive: the whole kernel with plain autodiff; remat: the same, rematerialized; "
         "scan: checkpointed chunks of positions (exact gradient, bounded memory); "
         "sparse-vmap / sparse-scan: the paper's sparse updates, positions evaluated at once "
-        "or in checkpointed chunks of --chunk-size (default sparse-scan: at the paper's size "
-        "it needs less memory and time, see docs/benchmarks.md)",
+        "(the backward pass recomputing them in chunks of 32768) or in checkpointed chunks "
+        "of --chunk-size (default sparse-vmap: at the paper's size it is the faster, in "
+        "the same memory, see docs/benchmarks.md)",
     )
     kernel.add_argument(
         "--positions",

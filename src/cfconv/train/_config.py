@@ -35,7 +35,7 @@ class TrainConfig:
     """
 
     model: str = "hw_cin_cout"
-    strategy: str = "sparse-scan"
+    strategy: str = "sparse-vmap"
     positions: int = 2**12
     rate: float = 0.1
     chunk_size: int = 2**15
