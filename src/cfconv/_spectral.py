@@ -92,9 +92,9 @@ def spectral_conv(x: Image, kernel: FourierKernel | SparseKernel) -> Float[Array
 # The mixing is, per frequency, a (cin,) x (cin, cout) product; under `jax.vmap` over a
 # batch it becomes one small (batch, cin) x (cin, cout) matmul per frequency. Written
 # with the frequency axis leading (transposes of the flattened grid, which XLA does
-# quickly), XLA's CPU backend runs those matmuls about 1.4x faster than the same einsum
-# with the frequency axes trailing (a batch of 32 images at 150x150 with 32 channels:
-# 0.25 s against 0.35 s). The kernel's transpose is not batched: it is done once per
+# quickly), XLA's CPU backend ran those matmuls about 1.4x faster in a microbenchmark
+# than the same einsum with the frequency axes trailing (a batch of 32 images at
+# 150x150, 32 channels). The kernel's transpose is not batched: it is done once per
 # step, not per example.
 def _frequency_major(kernel: FourierKernel) -> Complex[Array, "hwf cin cout"]:
     cin, cout, h, wf = kernel.shape
