@@ -58,8 +58,16 @@ def _fast_cos(x):
     return _cos(x)
 
 
-_fast_sin.defjvp(lambda primals, tangents: (_fast_sin(primals[0]), _fast_cos(primals[0]) * tangents[0]))
-_fast_cos.defjvp(lambda primals, tangents: (_fast_cos(primals[0]), -_fast_sin(primals[0]) * tangents[0]))
+@_fast_sin.defjvp
+def _fast_sin_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return _fast_sin(x), _fast_cos(x) * t
+
+
+@_fast_cos.defjvp
+def _fast_cos_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return _fast_cos(x), -_fast_sin(x) * t
 
 
 def fast_sin(x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:

@@ -60,9 +60,9 @@ GENERATORS: dict[str, dict[str, Any]] = {
 """The generator MLPs of [`cfconv.models.CFConvNet`][] by name: the arguments
 `activation`, `channel_scale` and `frequency_scale` of [`cfconv.CFConv2d`][].
 
-- `"sine"` (the default): sine activations ([`cfconv.fast_sin`][]), channel coordinates' first-layer weights
-  $\times (n - 1)$, frequencies' $\times 2$; every channel pair starts with its own
-  kernel. See [`cfconv.KernelGenerator`][] ("Initialisation").
+- `"sine"` (the default): sine activations ([`cfconv.fast_sin`][]), channel
+  coordinates' first-layer weights $\times (n - 1)$, frequencies' $\times 2$; every
+  channel pair starts with its own kernel. See [`cfconv.KernelGenerator`][] ("Initialisation").
 - `"relu"`: the paper's ReLU MLPs. A deep ReLU generator starts (and, on the digits,
   stays) with nearly the same kernel for every channel pair.
 """
