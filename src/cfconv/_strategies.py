@@ -177,15 +177,14 @@ class Sparse(AbstractStrategy):
                                        self.remat_chunk_size, self.unroll)  # fmt: skip
             return generator(positions, spatial_shape)
         num = positions.shape[0]
-        chunk = min(self.chunk_size, num)
-        n_chunks = -(-num // chunk)
-        padded = jnp.pad(positions, (0, n_chunks * chunk - num), mode="edge")
 
         @jax.checkpoint
         def body(_, chunk_positions):
             return None, generator(chunk_positions, spatial_shape)
 
-        _, values = jax.lax.scan(body, None, padded.reshape(n_chunks, chunk), unroll=self.unroll)
+        # Padding with position 0: its values are dropped.
+        chunks = _chunked(positions, min(self.chunk_size, num), 0)
+        _, values = jax.lax.scan(body, None, chunks, unroll=self.unroll)
         return values.reshape(-1)[:num]
 
     def __call__(self, generator, state, spatial_shape, *, key=None):
