@@ -32,6 +32,12 @@ class AbstractStrategy(eqx.Module):
     needs_key: ClassVar[bool] = False
     """Whether the strategy samples, and so needs a PRNG key."""
 
+    generates_state: ClassVar[bool] = False
+    """Whether the new state is the generator's whole kernel (as for the dense
+    strategies), made before the step's optimizer update. A training loop then regenerates
+    the states from the updated generators before evaluating with them, as
+    [`cfconv.train.fit`][] does; otherwise the stored kernel is what inference uses."""
+
     @abc.abstractmethod
     def __call__(
         self,
@@ -69,6 +75,8 @@ class Dense(AbstractStrategy):
     kernel.
     """
 
+    generates_state: ClassVar[bool] = True
+
     def __call__(self, generator, state, spatial_shape, *, key=None):
         return _dense_result(generator.materialize(spatial_shape))
 
@@ -79,6 +87,8 @@ class Remat(AbstractStrategy):
     Only the generated kernel is kept for the backward pass; the MLP activations are
     recomputed then. The backward pass still evaluates every position at once.
     """
+
+    generates_state: ClassVar[bool] = True
 
     def __call__(self, generator, state, spatial_shape, *, key=None):
         materialize = eqx.filter_checkpoint(lambda g: g.materialize(spatial_shape))
@@ -91,6 +101,8 @@ class Chunked(AbstractStrategy):
     Memory for the generator and its gradient is proportional to `chunk_size`; the
     gradient is the exact dense gradient.
     """
+
+    generates_state: ClassVar[bool] = True
 
     chunk_size: int = eqx.field(static=True, default=2**15)
     unroll: int = eqx.field(static=True, default=1)

@@ -14,6 +14,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -290,7 +300,7 @@ def demo(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `cfconv` command line with `argv` (default: `sys.argv[1:]`)."""
-    from .experiments import _commands as _experiments, _filters, _gradient_noise
+    from .experiments import _ablation, _commands as _experiments, _filters, _gradient_noise
 
     parser = argparse.ArgumentParser(
         prog="cfconv",
@@ -326,6 +336,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _gradient_noise.add_gradient_noise_arguments(p, _positive_int, _non_negative_int)
     p.set_defaults(run=_gradient_noise.gradient_noise_command)
 
+    doc = _ablation.sparse_ablation_command.__doc__
+    p = commands.add_parser("sparse-ablation", help=doc, description=doc)
+    _ablation.add_sparse_ablation_arguments(p, _positive_int, _non_negative_int, _fraction)
+    p.set_defaults(run=_ablation.sparse_ablation_command)
+
     doc = _experiments.plot_command.__doc__
     p = commands.add_parser("plot", help=doc, description=doc)
     _experiments.add_plot_arguments(p, _positive_int, _non_negative_int)
@@ -344,6 +359,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
         if not 0 < args.rate <= 1:
             parser.error(f"--rate must be in (0, 1], got {args.rate}")
+        if not args.lr > 0:
+            parser.error(f"--lr must be positive, got {args.lr}")
+        if args.generator_lr is not None and not args.generator_lr > 0:
+            parser.error(f"--generator-lr must be positive, got {args.generator_lr}")
+    if args.command == "sparse-ablation":
         if not args.lr > 0:
             parser.error(f"--lr must be positive, got {args.lr}")
         if args.generator_lr is not None and not args.generator_lr > 0:

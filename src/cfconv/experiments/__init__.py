@@ -6,12 +6,25 @@
 - [`sparse_gradient_agreement`][cfconv.experiments.sparse_gradient_agreement]
   (`cfconv gradient-noise`): how well one sparse step's generator gradient agrees with
   the exact gradient, for several fractions of the kernel grid sampled.
+- [`run_sparse_ablation`][cfconv.experiments.run_sparse_ablation]
+  (`cfconv sparse-ablation`): train the digits net with the exact step, a sampled
+  gradient only, a stale kernel only, and the paper's sparse step, to split the accuracy
+  gap between sparse and exact training into its causes.
 - [`plot_checkpoint`][cfconv.experiments.plot_checkpoint] (`cfconv plot`): draw a trained
   model's kernels and one step's sparse sampling pattern.
 
 The pictures need matplotlib (`pip install cfconv[plot]`), imported only when drawing.
 """
 
+from ._ablation import (
+    VARIANTS as VARIANTS,
+    FractionSparse as FractionSparse,
+    SampledGradient as SampledGradient,
+    StaleKernel as StaleKernel,
+    ablation_strategy as ablation_strategy,
+    format_ablation as format_ablation,
+    run_sparse_ablation as run_sparse_ablation,
+)
 from ._gradient_noise import (
     format_agreement as format_agreement,
     sparse_gradient_agreement as sparse_gradient_agreement,
@@ -46,6 +59,13 @@ from ._spectral_setup import (
 
 __all__ = [
     "DOMAINS",
+    "VARIANTS",
+    "FractionSparse",
+    "SampledGradient",
+    "StaleKernel",
+    "ablation_strategy",
+    "format_ablation",
+    "run_sparse_ablation",
     "TARGETS",
     "SpectralBiasConfig",
     "SpectralBiasResult",

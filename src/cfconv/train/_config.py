@@ -94,6 +94,3 @@ class TrainConfig:
             data["mlp_hidden"] = tuple(data["mlp_hidden"])
         return cls(**data)
 
-
-# The strategies whose steps evaluate the generator everywhere (no sparse state).
-_DENSE = ("naive", "remat", "scan")

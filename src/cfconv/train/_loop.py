@@ -16,13 +16,13 @@ import numpy as np
 from jax.sharding import Mesh
 
 from .._mlp import parameter_count
-from .._strategies import Chunked
+from .._strategies import AbstractStrategy, Chunked
 from ..data import Dataset, augment, batches, num_batches
 from ..distributed._mesh import DATA_AXIS, as_mesh, mesh_info
 from ..distributed._sharding import gather, shard
 from ..models import CFConvNet, make_model
 from ._checkpoint import atomic_write, load_checkpoint, load_metadata, save_checkpoint
-from ._config import _DENSE, TrainConfig
+from ._config import TrainConfig
 from ._optimizer import make_optimizer
 from ._step import make_eval_step, make_train_step
 
@@ -102,6 +102,7 @@ def fit(
     metrics_out: str | os.PathLike | None = None,
     log: TextIO | None = sys.stderr,
     mesh: Mesh | tuple[int, int] | str | None = None,
+    strategy: AbstractStrategy | None = None,
 ) -> dict[str, Any]:
     r"""Train a model as `cfconv train` does, and return its metrics.
 
@@ -135,6 +136,11 @@ def fit(
       mesh. With several processes (after `jax.distributed.initialize`), every process
       calls `fit` with the same arguments; process 0 alone logs and writes the
       checkpoint and the metrics. `None` (default): one device, no mesh.
+    - `strategy`: a kernel strategy to train with instead of `config.strategy`'s (e.g.
+      one of your own, see [`cfconv.AbstractStrategy`][]). The states are regenerated
+      before evaluation if its `generates_state` says so; otherwise evaluation uses the
+      stored kernels and the metrics hold `kernel_lag`. The checkpoint records
+      `config` only, so resume with the same `strategy`.
 
     **Returns:**
 
@@ -210,7 +216,12 @@ def fit(
 
     augment_fn = augment if config.augment else None
     standardize = _standardizer(train_data)
-    strategy = config.kernel_strategy()
+    if strategy is None:
+        strategy = config.kernel_strategy()
+    elif not isinstance(strategy, AbstractStrategy):
+        raise TypeError(
+            f"`strategy` must be a cfconv.AbstractStrategy or None, got {type(strategy).__name__}"
+        )
     train_step = make_train_step(optimizer, strategy, image_size, augment=augment_fn,
                                  preprocess=standardize, mesh=mesh)  # fmt: skip
     eval_step = make_eval_step(image_size, preprocess=standardize, mesh=mesh)
@@ -218,10 +229,11 @@ def fit(
 
     @eqx.filter_jit
     def refresh(model, states):
-        return model.kernels(states, image_size, strategy)[1]
+        # The generators' kernels everywhere (what a dense strategy would store).
+        return model.kernels(states, image_size, Chunked(chunk_size=config.chunk_size))[1]
 
     # How far the stored kernels lag the generators (sparse strategies only).
-    measure_lag = config.strategy not in _DENSE and isinstance(model, CFConvNet)
+    measure_lag = not strategy.generates_state and isinstance(model, CFConvNet)
 
     @eqx.filter_jit
     def kernel_lag(model, states):
@@ -272,7 +284,7 @@ def fit(
                 f"stopping{kept}. Try a lower --lr."
             )
         train_acc = float(jnp.mean(jnp.stack(accuracies)))
-        if config.strategy in _DENSE:
+        if strategy.generates_state:
             # A dense step stores the kernel it used, made before the optimizer update:
             # regenerate it from the updated generators, so that evaluation (and the
             # checkpoint) pairs the stored kernels with the parameters they belong to.

@@ -1,0 +1,296 @@
+"""`cfconv sparse-ablation`: which part of the sparse update costs accuracy.
+
+A sparse step differs from the exact dense step in two ways at once:
+
+1. **The gradient is sampled.** Only the sampled positions pass gradient to the
+   generator.
+2. **The forward kernel is stale.** The convolution uses the stored kernel, in which
+   every unsampled entry is the generator's value from the last time that entry was
+   sampled (blended by the EMA), not the generator's value now.
+
+The two strategies here each keep one of the two and undo the other, so that training
+the same network with all four (exact, sampled gradient only, stale kernel only, the
+paper's sparse step) splits the accuracy gap between the sparse and the exact step into
+its two causes. They evaluate the generator everywhere, so they are diagnostics, not
+faster training.
+"""
+
+import json
+import math
+import sys
+import time
+from typing import Any, ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._errors import check_rate
+from .._generators import KernelGenerator
+from .._positions import sample_positions
+from .._state import KernelState, ema_update
+from .._strategies import AbstractStrategy, Chunked, Sparse
+
+
+def _check_fraction(fraction) -> float:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise TypeError(f"`fraction` must be a number in (0, 1], got {fraction!r}")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"`fraction` must be in (0, 1], got {fraction!r}")
+    return float(fraction)
+
+
+def fraction_positions(generator: KernelGenerator, spatial_shape, fraction: float) -> int:
+    """How many positions are `fraction` of `generator`'s grid at `spatial_shape` (at
+    least one)."""
+    return max(1, round(fraction * math.prod(generator.grid_shape(spatial_shape))))
+
+
+class FractionSparse(AbstractStrategy):
+    """The paper's sparse step ([`cfconv.Sparse`][]), sampling a `fraction` of each
+    layer's grid (with replacement) instead of a fixed number of positions, so that
+    layers of different sizes are sampled alike.
+
+    **Fields:**
+
+    - `fraction`: draws per step as a share of the layer's grid, in `(0, 1]`.
+    - `rate`: the EMA weight of the fresh values.
+    """
+
+    fraction: float = eqx.field(static=True)
+    rate: float = 0.1
+    needs_key: ClassVar[bool] = True
+
+    def __check_init__(self):
+        _check_fraction(self.fraction)
+        check_rate(self.rate)
+
+    def __call__(self, generator, state, spatial_shape, *, key=None):
+        num = fraction_positions(generator, spatial_shape, self.fraction)
+        return Sparse(num, self.rate)(generator, state, spatial_shape, key=key)
+
+
+class SampledGradient(AbstractStrategy):
+    """Fresh kernel, sampled gradient: the exact step's forward pass (the generator's
+    kernel everywhere), with gradient passed to the generator only at the positions a
+    sparse step would sample.
+
+    Against the exact step, only the sampling of the gradient differs; against the sparse
+    step, only the staleness of the forward kernel. The new state is the generated kernel,
+    as for the dense strategies.
+
+    **Fields:**
+
+    - `fraction`: draws per step as a share of the layer's grid, in `(0, 1]`.
+    - `chunk_size`: positions per chunk of the generator's evaluation.
+    """
+
+    fraction: float = eqx.field(static=True)
+    chunk_size: int = eqx.field(static=True, default=2**15)
+    needs_key: ClassVar[bool] = True
+    generates_state: ClassVar[bool] = True
+
+    def __check_init__(self):
+        _check_fraction(self.fraction)
+
+    def __call__(self, generator, state, spatial_shape, *, key=None):
+        if key is None:
+            raise ValueError("`key` is required by SampledGradient (it samples positions)")
+        kernel = Chunked(self.chunk_size)(generator, state, spatial_shape)[0]
+        num = fraction_positions(generator, spatial_shape, self.fraction)
+        positions = sample_positions(key, kernel.shape, num)
+        sampled = jnp.zeros(kernel.size, bool).at[positions].set(True).reshape(kernel.shape)
+        fixed = jax.lax.stop_gradient(kernel)
+        return fixed + jnp.where(sampled, kernel - fixed, 0), KernelState(fixed)
+
+
+class StaleKernel(AbstractStrategy):
+    """Stale kernel, full gradient: the sparse step's forward kernel (the stored kernel,
+    a sampled `fraction` of it blended towards the generator at `rate`), with the
+    gradient of every position passed to the generator as if the kernel were the
+    generator's own (a straight-through estimator).
+
+    Against the sparse step, only the sampling of the gradient differs; against the exact
+    step, only the staleness of the forward kernel. The new state is the blended kernel,
+    as for [`cfconv.Sparse`][].
+
+    **Fields:**
+
+    - `fraction`: draws per step as a share of the layer's grid, in `(0, 1]`.
+    - `rate`: the EMA weight of the fresh values.
+    - `chunk_size`: positions per chunk of the generator's evaluation.
+    """
+
+    fraction: float = eqx.field(static=True)
+    rate: float = 0.1
+    chunk_size: int = eqx.field(static=True, default=2**15)
+    needs_key: ClassVar[bool] = True
+
+    def __check_init__(self):
+        _check_fraction(self.fraction)
+        check_rate(self.rate)
+
+    def __call__(self, generator, state, spatial_shape, *, key=None):
+        if key is None:
+            raise ValueError("`key` is required by StaleKernel (it samples positions)")
+        kernel = Chunked(self.chunk_size)(generator, state, spatial_shape)[0]
+        num = fraction_positions(generator, spatial_shape, self.fraction)
+        positions = sample_positions(key, kernel.shape, num)
+        fresh = jax.lax.stop_gradient(kernel).reshape(-1)[positions]
+        stale = ema_update(jax.lax.stop_gradient(state), positions, fresh, rate=self.rate)
+        # The stale kernel's value, the generated kernel's gradient.
+        return kernel + jax.lax.stop_gradient(stale.kernel - kernel), stale
+
+
+VARIANTS: dict[str, str] = {
+    "exact": "fresh kernel, exact gradient (the dense step)",
+    "sampled-gradient": "fresh kernel, sampled gradient",
+    "stale-kernel": "stale kernel, exact gradient",
+    "sparse": "stale kernel, sampled gradient (the paper's sparse step)",
+}
+"""The variants of [`run_sparse_ablation`][cfconv.experiments.run_sparse_ablation]: what
+each one's forward kernel and gradient are."""
+
+
+def ablation_strategy(variant: str, fraction: float, rate: float) -> AbstractStrategy:
+    """The kernel strategy of one of the [`VARIANTS`][cfconv.experiments.VARIANTS]."""
+    if variant not in VARIANTS:
+        raise ValueError(f"`variant` must be one of {tuple(VARIANTS)}, got {variant!r}")
+    if variant == "exact":
+        return Chunked()
+    if variant == "sampled-gradient":
+        return SampledGradient(fraction)
+    if variant == "stale-kernel":
+        return StaleKernel(fraction, rate)
+    return FractionSparse(fraction, rate)
+
+
+def run_sparse_ablation(
+    variants=tuple(VARIANTS),
+    *,
+    fraction: float = 0.1,
+    rate: float = 0.1,
+    log=sys.stderr,
+    **config: Any,
+) -> dict[str, dict[str, Any]]:
+    """Train the digits net once per variant and return each run's metrics.
+
+    Every run has the same data split, initialisation, batches and sampling keys (all
+    from `seed`); only the kernel strategy differs (see
+    [`VARIANTS`][cfconv.experiments.VARIANTS]).
+
+    **Arguments:**
+
+    - `variants`: which of `VARIANTS` to train.
+    - `fraction`: draws per step as a share of each layer's grid (with replacement).
+    - `rate`: the EMA weight of the sparse and stale-kernel variants.
+    - `log`: where the training progress goes (`None`: silent).
+    - `**config`: further fields of [`cfconv.train.TrainConfig`][] (e.g. `epochs`,
+      `seed`, `width`, `depth`, `model`).
+
+    **Returns:**
+
+    `{variant: metrics}`, with the metrics of [`cfconv.train.fit`][].
+    """
+    from ..data import load_digits, train_val_split
+    from ..train import TrainConfig, fit
+
+    _check_fraction(fraction)
+    check_rate(rate)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise ValueError(f"`variants` must be a non-empty subset of {tuple(VARIANTS)}, got "
+                         f"{tuple(variants)}")  # fmt: skip
+    train_config = TrainConfig(**{"rate": rate, **config})
+    if train_config.model in ("spatial", "fourier"):
+        raise ValueError(f"the model must be a CF-Conv net, got {train_config.model!r}")
+    size = train_config.image_size
+    dataset = load_digits(image_size=None if size == 8 else size)
+    train_data, val_data = train_val_split(dataset, val_fraction=0.2, seed=train_config.seed)
+    results = {}
+    for variant in variants:
+        if log is not None:
+            log.write(f"{variant}: {VARIANTS[variant]}\n")
+        strategy = ablation_strategy(variant, fraction, rate)
+        start = time.perf_counter()
+        metrics = fit(train_config, train_data, val_data, log=log, strategy=strategy)
+        metrics["seconds"] = time.perf_counter() - start
+        results[variant] = metrics
+    return results
+
+
+def format_ablation(results: dict[str, dict[str, Any]]) -> str:
+    """The result of [`run_sparse_ablation`][cfconv.experiments.run_sparse_ablation] as a
+    markdown table."""
+    lines = [
+        "| variant | forward kernel, gradient | final val accuracy | training loss by epoch "
+        "| kernel lag (mean over layers) |",
+        "|---|---|---|---|---|",
+    ]
+    for variant, metrics in results.items():
+        epochs = metrics["epochs"]
+        losses = ", ".join(f"{e['train_loss']:.2f}" for e in epochs)
+        lag = epochs[-1].get("kernel_lag") if epochs else None
+        lag_text = "" if not lag else f"{sum(lag) / len(lag):.3f}"
+        lines.append(f"| {variant} | {VARIANTS[variant]} | {metrics['val_acc']:.4f} | "
+                     f"{losses} | {lag_text} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def sparse_ablation_command(args) -> int:
+    """Split the accuracy gap between sparse and exact training into its causes: train
+    the digits net with the exact step, with a sampled gradient only, with a stale
+    kernel only, and with the paper's sparse step, and compare."""
+    config = dict(epochs=args.epochs, seed=args.seed, width=args.width, depth=args.depth,
+                  lr=args.lr, model=args.model)  # fmt: skip
+    if args.generator_lr is not None:
+        config["generator_lr"] = args.generator_lr
+    print(f"cfconv sparse-ablation: {args.model} net on the digits, {args.epochs} epochs, "
+          f"seed {args.seed}; {args.fraction:g} of each layer's grid drawn per step, "
+          f"rate {args.rate:g} ({jax.default_backend()})", flush=True)  # fmt: skip
+    try:
+        results = run_sparse_ablation(args.variants, fraction=args.fraction, rate=args.rate,
+                                      log=sys.stderr, **config)  # fmt: skip
+    except ValueError as error:
+        print(f"cfconv sparse-ablation: {error}", file=sys.stderr)
+        return 2
+    print()
+    print(format_ablation(results))
+    if args.json:
+        print(json.dumps({v: {"val_acc": m["val_acc"], "epochs": m["epochs"],
+                              "seconds": m["seconds"]} for v, m in results.items()}))  # fmt: skip
+    return 0
+
+
+def _variants(text: str) -> tuple[str, ...]:
+    import argparse
+
+    names = tuple(v.strip() for v in text.split(","))
+    bad = [v for v in names if v not in VARIANTS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown variants {bad}; choose from {tuple(VARIANTS)}")
+    return names
+
+
+def add_sparse_ablation_arguments(p, positive_int, non_negative_int, fraction) -> None:
+    """The options of `cfconv sparse-ablation`."""
+    from ..models import MODEL_NAMES
+
+    cf_models = [m for m in MODEL_NAMES if m not in ("spatial", "fourier")]
+    names = ", ".join(VARIANTS)
+    p.add_argument("--variants", type=_variants, default=tuple(VARIANTS),
+                   help=f"comma-separated subset of {names} (default: all)")  # fmt: skip
+    p.add_argument("--fraction", type=fraction, default=0.1,
+                   help="draws per step as a share of each layer's grid (0.1)")  # fmt: skip
+    p.add_argument("--rate", type=fraction, default=0.1,
+                   help="EMA weight of the fresh values (0.1, the paper's)")  # fmt: skip
+    p.add_argument("--model", choices=cf_models, default="hw_cin_cout",
+                   help="the CF-Conv parameterization (default hw_cin_cout)")  # fmt: skip
+    p.add_argument("--epochs", type=positive_int, default=10, help="epochs per variant (10)")
+    p.add_argument("--width", type=positive_int, default=32, help="filters per layer (32)")
+    p.add_argument("--depth", type=positive_int, default=6, help="convolution layers (6)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
+    p.add_argument("--generator-lr", type=float, default=None,
+                   help="Adam learning rate of the kernel MLPs (default: --lr)")  # fmt: skip
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (0)")
+    p.add_argument("--json", action="store_true", help="also print the results as JSON")
