@@ -34,7 +34,16 @@ PUBLIC_MODULES = [
     "cfconv.models",
     "cfconv.train",
 ]
-CLI_COMMANDS = ["demo", "train", "filters", "spectral-bias", "gradient-noise", "plot", "bench"]
+CLI_COMMANDS = [
+    "demo",
+    "train",
+    "filters",
+    "spectral-bias",
+    "gradient-noise",
+    "sparse-ablation",
+    "plot",
+    "bench",
+]
 
 _DIRECTIVE = re.compile(r"^:::\s+(\S+)\s*$", re.MULTILINE)
 # [`cfconv.name`][] and [text][cfconv.name]: mkdocstrings cross-references.

@@ -19,7 +19,7 @@ import json
 import math
 import sys
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -30,6 +30,10 @@ from .._generators import KernelGenerator
 from .._positions import sample_positions
 from .._state import KernelState, ema_update
 from .._strategies import AbstractStrategy, Chunked, Sparse
+
+
+if TYPE_CHECKING:
+    from ..data import Dataset
 
 
 def _check_fraction(fraction) -> float:
@@ -170,10 +174,12 @@ def run_sparse_ablation(
     *,
     fraction: float = 0.1,
     rate: float = 0.1,
+    train_data: "Dataset | None" = None,
+    val_data: "Dataset | None" = None,
     log=sys.stderr,
     **config: Any,
 ) -> dict[str, dict[str, Any]]:
-    """Train the digits net once per variant and return each run's metrics.
+    """Train a CF-Conv net once per variant and return each run's metrics.
 
     Every run has the same data split, initialisation, batches and sampling keys (all
     from `seed`); only the kernel strategy differs (see
@@ -184,6 +190,8 @@ def run_sparse_ablation(
     - `variants`: which of `VARIANTS` to train.
     - `fraction`: draws per step as a share of each layer's grid (with replacement).
     - `rate`: the EMA weight of the sparse and stale-kernel variants.
+    - `train_data`, `val_data`: [`cfconv.data.Dataset`][]s (both or neither); default:
+      the bundled digits, split 80/20 by `seed` as `cfconv train` does.
     - `log`: where the training progress goes (`None`: silent).
     - `**config`: further fields of [`cfconv.train.TrainConfig`][] (e.g. `epochs`,
       `seed`, `width`, `depth`, `model`).
@@ -204,9 +212,12 @@ def run_sparse_ablation(
     train_config = TrainConfig(**{"rate": rate, **config})
     if train_config.model in ("spatial", "fourier"):
         raise ValueError(f"the model must be a CF-Conv net, got {train_config.model!r}")
-    size = train_config.image_size
-    dataset = load_digits(image_size=None if size == 8 else size)
-    train_data, val_data = train_val_split(dataset, val_fraction=0.2, seed=train_config.seed)
+    if (train_data is None) != (val_data is None):
+        raise ValueError("give both `train_data` and `val_data`, or neither (the digits)")
+    if train_data is None or val_data is None:
+        size = train_config.image_size
+        dataset = load_digits(image_size=None if size == 8 else size)
+        train_data, val_data = train_val_split(dataset, val_fraction=0.2, seed=train_config.seed)
     results = {}
     for variant in variants:
         if log is not None:
