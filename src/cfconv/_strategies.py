@@ -59,6 +59,36 @@ class AbstractStrategy(eqx.Module):
         `(kernel, new_state)`.
         """
 
+    def after_update(
+        self,
+        generator: KernelGenerator,
+        state: KernelState,
+        kernel: FourierKernel | SparseKernel,
+        new_state: KernelState,
+        spatial_shape: tuple[int, int],
+    ) -> KernelState:
+        """The state to carry to the next step, once the optimizer has updated the
+        generator.
+
+        A training step calls it after the update, with the updated `generator`, the
+        `state` the step started from, and the `kernel` and `new_state` that `__call__`
+        returned. The default returns `new_state`; [`cfconv.Sparse`][] with
+        `write_back=True` re-evaluates the updated generator at the sampled positions.
+
+        **Arguments:**
+
+        - `generator`: the layer's generator, after the optimizer update.
+        - `state`: the state this step started from.
+        - `kernel`, `new_state`: what `__call__` returned for this step.
+        - `spatial_shape`: the image size `(h, w)`.
+
+        **Returns:**
+
+        The next [`cfconv.KernelState`][].
+        """
+        del generator, state, kernel, spatial_shape
+        return new_state
+
 
 def _dense_result(kernel: FourierKernel) -> tuple[FourierKernel, KernelState]:
     # Dense training stores the kernel it generated, so that inference can use the state.
@@ -156,6 +186,20 @@ class Sparse(AbstractStrategy):
     - `unroll`: scan iterations unrolled (for either scan).
     - `remat_chunk_size`: positions per step of the backward pass's recomputation
       (default $2^{15}$), or `None`.
+    - `write_back`: blend the generator's values *after* the optimizer update into the
+      state at the sampled positions (see below; default `False`, the paper's step).
+
+    **Write-back.** In the paper's step the next state holds, at the sampled positions,
+    the values the generator gave *before* this step's optimizer update: the update that
+    the gradient at those positions asked for reaches the stored kernel only when they
+    are sampled again, many steps later, by which time the updates for other positions
+    have moved the generator there too. With `write_back=True`, a training step that
+    calls [`after_update`][cfconv.AbstractStrategy.after_update] (as
+    [`cfconv.train.make_train_step`][] does) evaluates the updated generator at the same
+    positions (forward only, no gradient) and blends those values into the state
+    instead, so that every step's update reaches the stored kernel at once. It costs one
+    more evaluation of the MLPs at `num` positions per step (forward only). What it does
+    to accuracy is measured in `docs/cli.md`, "Accuracy".
     """
 
     num: int = eqx.field(static=True, default=2**18)
@@ -164,6 +208,7 @@ class Sparse(AbstractStrategy):
     chunk_size: int | None = eqx.field(static=True, default=None)
     unroll: int = eqx.field(static=True, default=1)
     remat_chunk_size: int | None = eqx.field(static=True, default=2**15)
+    write_back: bool = eqx.field(static=True, default=False)
     needs_key: ClassVar[bool] = True
 
     def __check_init__(self):
@@ -206,6 +251,17 @@ class Sparse(AbstractStrategy):
         values = self.evaluate(generator, positions, spatial_shape)
         kernel = sparse_update(state, positions, values, rate=self.rate)
         return kernel, KernelState(kernel.kernel)
+
+    def after_update(self, generator, state, kernel, new_state, spatial_shape):
+        if not self.write_back:
+            return new_state
+        if not isinstance(kernel, SparseKernel):
+            raise TypeError(
+                f"`kernel` must be the SparseKernel this strategy returned, got "
+                f"{type(kernel).__name__}"
+            )
+        values = jax.lax.stop_gradient(self.evaluate(generator, kernel.positions, spatial_shape))
+        return KernelState(sparse_update(state, kernel.positions, values, rate=self.rate).kernel)
 
 
 def _chunked(array, chunk: int, fill):

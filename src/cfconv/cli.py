@@ -131,6 +131,14 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="weight of the fresh values in the sparse EMA (default 0.1, the paper's)",
     )
     kernel.add_argument(
+        "--write-back",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="after each optimizer update, blend the updated generators' values into the "
+        "stored kernels at the sampled positions (sparse strategies; one more forward "
+        "evaluation of the MLPs per step). Default: off, the paper's step",
+    )
+    kernel.add_argument(
         "--chunk-size",
         type=_positive_int,
         default=2**15,
@@ -149,6 +157,14 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="Adam learning rate of the kernel MLPs (default: --lr); with sparse updates "
         "a generator faster than the stored kernel can follow overshoots",
+    )
+    run.add_argument(
+        "--generator-momentum",
+        type=float,
+        default=0.9,
+        metavar="B1",
+        help="Adam's b1 for the kernel MLPs, in [0, 1) (default 0.9, Adam's); with sparse "
+        "updates momentum adds its own delay to the stored kernel's",
     )
     run.add_argument(
         "--seed", type=_non_negative_int, default=0, help="seed of every random choice (0)"
@@ -233,6 +249,8 @@ def train(args) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         generator_lr=args.generator_lr,
+        write_back=args.write_back,
+        generator_momentum=args.generator_momentum,
         seed=args.seed,
         width=args.width,
         depth=args.depth,
@@ -363,6 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--lr must be positive, got {args.lr}")
         if args.generator_lr is not None and not args.generator_lr > 0:
             parser.error(f"--generator-lr must be positive, got {args.generator_lr}")
+        if not 0 <= args.generator_momentum < 1:
+            parser.error(f"--generator-momentum must be in [0, 1), got {args.generator_momentum}")
     if args.command == "sparse-ablation":
         if not args.lr > 0:
             parser.error(f"--lr must be positive, got {args.lr}")

@@ -50,11 +50,31 @@ class ShardedSparse(AbstractStrategy):
     def __call__(self, generator, state, spatial_shape, *, key=None):
         if key is None:
             raise ValueError("`key` is required by the ShardedSparse strategy (it samples)")
-        positions = self.sparse.sample(generator, spatial_shape, key=key)
+        positions = self._spread(self.sparse.sample(generator, spatial_shape, key=key))
+        values = self.sparse.evaluate(generator, positions, spatial_shape)
+        return self._blend(state, positions, values)
+
+    def after_update(self, generator, state, kernel, new_state, spatial_shape):
+        """As [`cfconv.Sparse`][]'s (write-back), with this strategy's layout."""
+        if not self.sparse.write_back:
+            return new_state
+        if not isinstance(kernel, SparseKernel):
+            raise TypeError(
+                f"`kernel` must be the SparseKernel this strategy returned, got "
+                f"{type(kernel).__name__}"
+            )
+        positions = self._spread(kernel.positions)
+        values = jax.lax.stop_gradient(self.sparse.evaluate(generator, positions, spatial_shape))
+        return self._blend(state, positions, values)[1]
+
+    def _spread(self, positions):
+        """The positions split over every device (when the device count divides them)."""
         if positions.shape[0] % self.mesh.size == 0:
             spread = NamedSharding(self.mesh, P((DATA_AXIS, MODEL_AXIS)))
             positions = jax.lax.with_sharding_constraint(positions, spread)
-        values = self.sparse.evaluate(generator, positions, spatial_shape)
+        return positions
+
+    def _blend(self, state, positions, values):
         rate = self.sparse.rate
         if not isinstance(rate, (int, float)):
             rate = jnp.asarray(rate)

@@ -60,6 +60,25 @@ class AbstractModel(eqx.Module):
     ) -> tuple[tuple[StepKernel, ...], tuple[KernelState, ...]]:
         """Phase 1: `(kernels, new_states)` for this step."""
 
+    def after_update(
+        self,
+        states: tuple[KernelState, ...],
+        kernels: tuple[StepKernel, ...],
+        new_states: tuple[KernelState, ...],
+        image_size: tuple[int, int],
+        strategy: AbstractStrategy | str,
+    ) -> tuple[KernelState, ...]:
+        """The states to carry to the next step, called on the model *after* the
+        optimizer update, with the `states` the step started from and the `kernels` and
+        `new_states` that [`kernels`][cfconv.models.AbstractModel.kernels] returned.
+
+        Each CF-Conv layer's strategy decides
+        ([`AbstractStrategy.after_update`][cfconv.AbstractStrategy.after_update]); by
+        default, and for models without generators, this is `new_states`.
+        """
+        del states, kernels, image_size, strategy
+        return new_states
+
     @abc.abstractmethod
     def __call__(self, x: Real[Array, "cin h w"], kernels: tuple[StepKernel, ...]) -> Logits:
         """Phase 2: the logits for one example."""

@@ -18,7 +18,7 @@ from .._generators import (
 from .._layer import CFConv2d
 from .._positions import CoordinateKind
 from .._state import KernelState
-from .._strategies import AbstractStrategy
+from .._strategies import AbstractStrategy, resolve_strategy
 from ._base import (
     AbstractModel,
     Head,
@@ -254,6 +254,18 @@ class CFConvNet(AbstractModel):
         kernels = tuple(kernel for kernel, _ in results)
         new_states = tuple(state for _, state in results)
         return kernels, new_states
+
+    def after_update(self, states, kernels, new_states, image_size, strategy):
+        """The states to carry to the next step, once the optimizer has updated the
+        generators: each layer's
+        [`AbstractStrategy.after_update`][cfconv.AbstractStrategy.after_update] (for
+        [`cfconv.Sparse`][] with `write_back=True`, the updated generators' values blended
+        in at the sampled positions; otherwise `new_states`)."""
+        strategy = resolve_strategy(strategy)
+        return tuple(
+            strategy.after_update(layer.generator, state, kernel, new_state, image_size)
+            for layer, state, kernel, new_state in zip(self.layers, states, kernels, new_states)
+        )
 
     def __call__(self, x: Real[Array, "cin h w"], kernels: tuple[StepKernel, ...]) -> Logits:
         """Phase 2: the logits for one example `x` of shape `(in_channels, h, w)`, with

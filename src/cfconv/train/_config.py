@@ -25,6 +25,10 @@ class TrainConfig:
     - `image_size`: images are `image_size x image_size`.
     - `epochs`: the total number of epochs (a resumed run continues up to it).
     - `batch_size`, `lr`, `seed`: as usual (Adam optimizer).
+    - `write_back`: sparse strategies blend the updated generators' values into the
+      stored kernels at the sampled positions ([`cfconv.Sparse`][]'s `write_back`).
+    - `generator_momentum`: Adam's `b1` for the generator MLPs (the paper's Adam: 0.9);
+      see [`cfconv.train.make_optimizer`][].
     - `generator_lr`: the learning rate of the generator MLPs (`None`: `lr`); see
       [`cfconv.train.make_optimizer`][].
     - `width`, `depth`: filters per layer and number of convolution layers.
@@ -44,6 +48,8 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     generator_lr: float | None = None
+    write_back: bool = False
+    generator_momentum: float = 0.9
     seed: int = 0
     width: int = 32
     depth: int = 6
@@ -73,6 +79,12 @@ class TrainConfig:
             raise ValueError(f"`lr` must be positive, got {self.lr}")
         if self.generator_lr is not None and not self.generator_lr > 0:
             raise ValueError(f"`generator_lr` must be positive or None, got {self.generator_lr}")
+        if not isinstance(self.write_back, bool):
+            raise ValueError(f"`write_back` must be a bool, got {self.write_back!r}")
+        if not 0 <= self.generator_momentum < 1:
+            raise ValueError(
+                f"`generator_momentum` must be in [0, 1), got {self.generator_momentum}"
+            )
 
     def kernel_strategy(self) -> AbstractStrategy:
         """The core strategy for `strategy`."""
@@ -80,8 +92,10 @@ class TrainConfig:
             "naive": lambda: Dense(),
             "remat": lambda: Remat(),
             "scan": lambda: Chunked(chunk_size=self.chunk_size),
-            "sparse-scan": lambda: Sparse(self.positions, self.rate, chunk_size=self.chunk_size),
-            "sparse-vmap": lambda: Sparse(self.positions, self.rate),
+            "sparse-scan": lambda: Sparse(
+                self.positions, self.rate, chunk_size=self.chunk_size, write_back=self.write_back
+            ),
+            "sparse-vmap": lambda: Sparse(self.positions, self.rate, write_back=self.write_back),
         }[self.strategy]()
 
     def to_json(self) -> dict[str, Any]:
@@ -93,4 +107,3 @@ class TrainConfig:
         if data.get("mlp_hidden") is not None:
             data["mlp_hidden"] = tuple(data["mlp_hidden"])
         return cls(**data)
-

@@ -186,7 +186,9 @@ def fit(
         **kwargs,
     )
     states = model.init_states(image_size, key=k_states)
-    optimizer = make_optimizer(config.lr, config.generator_lr)
+    optimizer = make_optimizer(
+        config.lr, config.generator_lr, generator_momentum=config.generator_momentum
+    )
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     key_data = jax.random.key_data(k_train)
     history: list[dict[str, Any]] = []

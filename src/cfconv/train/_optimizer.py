@@ -19,8 +19,11 @@ def generator_labels(params: PyTree) -> PyTree:
     )
 
 
-def make_optimizer(lr: float, generator_lr: float | None = None) -> optax.GradientTransformation:
-    r"""Adam with learning rate `lr`, and `generator_lr` for the kernel generators' MLPs.
+def make_optimizer(
+    lr: float, generator_lr: float | None = None, *, generator_momentum: float = 0.9
+) -> optax.GradientTransformation:
+    r"""Adam with learning rate `lr`, and `generator_lr` and `generator_momentum` for the
+    kernel generators' MLPs.
 
     With sparse updates the stored kernel follows the generator only slowly: a sampled
     entry moves a fraction `rate` of the way to the generator's value, and a step
@@ -28,14 +31,18 @@ def make_optimizer(lr: float, generator_lr: float | None = None) -> optax.Gradie
     lags the generator by about $1 / (p \cdot \text{rate})$ steps. The gradient that
     reaches the generator is computed on the stored kernel, so a generator that moves
     faster than the stored kernel can follow is steered by stale information and
-    overshoots. A smaller `generator_lr` keeps it within reach (see
-    `docs/cli.md`, "Accuracy").
+    overshoots. A smaller `generator_lr` keeps it within reach, at the cost of learning
+    more slowly; less momentum (`generator_momentum`, Adam's $\beta_1$) removes the
+    optimizer's own delay of about $1 / (1 - \beta_1)$ steps on top of the stored
+    kernel's (see `docs/cli.md`, "Accuracy").
 
     **Arguments:**
 
     - `lr`: the learning rate of every parameter outside a generator (biases, head,
       spatial convolutions, Fourier kernels).
     - `generator_lr`: the learning rate of the generator MLPs; `None` (default) uses `lr`.
+    - `generator_momentum`: Adam's $\beta_1$ for the generator MLPs, in `[0, 1)`
+      (default 0.9, Adam's).
 
     **Returns:**
 
@@ -45,8 +52,16 @@ def make_optimizer(lr: float, generator_lr: float | None = None) -> optax.Gradie
     lr = check_positive("lr", lr)
     if generator_lr is not None:
         generator_lr = check_positive("generator_lr", generator_lr)
-    if generator_lr is None or generator_lr == lr:
+    if (
+        isinstance(generator_momentum, bool)
+        or not isinstance(generator_momentum, (int, float))
+        or not 0 <= generator_momentum < 1
+    ):
+        raise ValueError(f"`generator_momentum` must be in [0, 1), got {generator_momentum!r}")
+    generator_lr = lr if generator_lr is None else generator_lr
+    if generator_lr == lr and generator_momentum == 0.9:
         return optax.adam(lr)
     return optax.multi_transform(
-        {"generator": optax.adam(generator_lr), "other": optax.adam(lr)}, generator_labels
+        {"generator": optax.adam(generator_lr, b1=generator_momentum), "other": optax.adam(lr)},
+        generator_labels,
     )

@@ -60,7 +60,10 @@ def make_train_step(
     The step is `(model, states, opt_state, images, labels, key) ->
     (model, states, opt_state, metrics)` with `metrics = {"loss": ..., "accuracy": ...}`.
     The kernel phase runs once for the batch; the convolution phase per example under
-    `jax.vmap`. The model's arrays, the kernel states and the optimizer state are donated
+    `jax.vmap`. After the optimizer update, the next states come from
+    [`model.after_update`][cfconv.models.AbstractModel.after_update] (for
+    [`cfconv.Sparse`][] with `write_back=True`, the updated generators' values at the
+    sampled positions). The model's arrays, the kernel states and the optimizer state are donated
     (their buffers are reused for the outputs), so do not use the passed-in values after
     the call. `step.lower(...)` with the same arguments gives the `jax.stages.Lowered`
     step without running it, e.g. for `step.lower(...).compile().memory_analysis()`.
@@ -101,7 +104,7 @@ def make_train_step(
         else:
             logits = apply_model(model, images, kernels, mesh)
         loss, accuracy = loss_and_accuracy(logits, labels)
-        return loss, (new_states, accuracy)
+        return loss, (kernels, new_states, accuracy)
 
     # The batch comes first and is not donated; the model, states and optimizer state are.
     @eqx.filter_jit(donate="all-except-first")
@@ -113,10 +116,15 @@ def make_train_step(
         if preprocess is not None:
             images = preprocess(images)
         grad_fn = eqx.filter_value_and_grad(loss_fn, has_aux=True)
-        (loss, (states, accuracy)), grads = grad_fn(model, states, images, labels, key_kernels)
+        (loss, (kernels, new_states, accuracy)), grads = grad_fn(
+            model, states, images, labels, key_kernels
+        )
         params = eqx.filter(model, eqx.is_inexact_array)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         model = eqx.apply_updates(model, updates)
+        # E.g. a sparse strategy's write-back: the updated generators at the sampled positions.
+        kernels = jax.lax.stop_gradient(kernels)
+        states = model.after_update(states, kernels, new_states, image_size, strategy)
         if mesh is not None:
             # Keep every output where the matching input was.
             model, states, opt_state = shard((model, states, opt_state), mesh)
