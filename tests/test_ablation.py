@@ -127,7 +127,8 @@ def test_ablation_strategy_maps_every_variant():
     assert isinstance(ablation_strategy("exact", 0.1, 0.1), cfconv.Chunked)
     assert isinstance(ablation_strategy("sampled-gradient", 0.1, 0.1), SampledGradient)
     assert isinstance(ablation_strategy("stale-kernel", 0.1, 0.1), StaleKernel)
-    assert isinstance(ablation_strategy("sparse", 0.1, 0.1), FractionSparse)
+    assert not ablation_strategy("sparse", 0.1, 0.1).write_back  # pyright: ignore
+    assert ablation_strategy("write-back", 0.1, 0.1).write_back  # pyright: ignore
     with pytest.raises(ValueError, match="`variant`"):
         ablation_strategy("dense", 0.1, 0.1)
 
@@ -164,14 +165,16 @@ def test_fit_trains_with_the_given_strategy():
 
 def test_run_sparse_ablation_and_its_table():
     train, val = _toy_data()
-    results = run_sparse_ablation(("exact", "sparse"), fraction=0.5, rate=1.0, train_data=train,
-                                  val_data=val, log=None, **SMALL)  # fmt: skip
-    assert list(results) == ["exact", "sparse"]
+    results = run_sparse_ablation(("exact", "sparse", "write-back"), fraction=0.5, rate=1.0,
+                                  train_data=train, val_data=val, log=None,
+                                  generator_momentum=0.0, **SMALL)  # fmt: skip
+    assert list(results) == ["exact", "sparse", "write-back"]
+    assert results["sparse"]["config"]["generator_momentum"] == 0.0
     for metrics in results.values():
         assert 0 <= metrics["val_acc"] <= 1 and metrics["seconds"] > 0
         assert metrics["config"]["rate"] == 1.0
     table = format_ablation(results)
-    assert table.count("\n") == 3
+    assert table.count("\n") == 4
     assert f"| sparse | {VARIANTS['sparse']} | {results['sparse']['val_acc']:.4f} |" in table
     with pytest.raises(ValueError, match="`variants`"):
         run_sparse_ablation(("dense",), train_data=train, val_data=val, log=None)
@@ -190,7 +193,8 @@ def test_cli(capfd):
     assert '"sampled-gradient": {"val_acc"' in out
     for bad, name in ((["--variants", "dense"], "unknown variants"),
                       (["--fraction", "0"], "--fraction"), (["--lr", "-1"], "--lr"),
-                      (["--rate", "2"], "--rate")):  # fmt: skip
+                      (["--rate", "2"], "--rate"),
+                      (["--generator-momentum", "1"], "--generator-momentum")):  # fmt: skip
         with pytest.raises(SystemExit):
             main(["sparse-ablation", *bad])
         assert name in capfd.readouterr().err

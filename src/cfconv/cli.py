@@ -388,6 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--lr must be positive, got {args.lr}")
         if args.generator_lr is not None and not args.generator_lr > 0:
             parser.error(f"--generator-lr must be positive, got {args.generator_lr}")
+        if not 0 <= args.generator_momentum < 1:
+            parser.error(f"--generator-momentum must be in [0, 1), got {args.generator_momentum}")
     if args.command == "filters":
         if args.steps < 2:
             parser.error(f"--steps must be at least 2, got {args.steps}")

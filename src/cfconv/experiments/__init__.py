@@ -17,6 +17,7 @@ The pictures need matplotlib (`pip install cfconv[plot]`), imported only when dr
 """
 
 from ._ablation import (
+    DEFAULT_VARIANTS as DEFAULT_VARIANTS,
     VARIANTS as VARIANTS,
     FractionSparse as FractionSparse,
     SampledGradient as SampledGradient,
@@ -58,6 +59,7 @@ from ._spectral_setup import (
 
 
 __all__ = [
+    "DEFAULT_VARIANTS",
     "DOMAINS",
     "VARIANTS",
     "FractionSparse",

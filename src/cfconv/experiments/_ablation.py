@@ -59,19 +59,28 @@ class FractionSparse(AbstractStrategy):
 
     - `fraction`: draws per step as a share of the layer's grid, in `(0, 1]`.
     - `rate`: the EMA weight of the fresh values.
+    - `write_back`: as for [`cfconv.Sparse`][].
     """
 
     fraction: float = eqx.field(static=True)
     rate: float = 0.1
+    write_back: bool = eqx.field(static=True, default=False)
     needs_key: ClassVar[bool] = True
 
     def __check_init__(self):
         _check_fraction(self.fraction)
         check_rate(self.rate)
 
-    def __call__(self, generator, state, spatial_shape, *, key=None):
+    def _sparse(self, generator, spatial_shape) -> Sparse:
         num = fraction_positions(generator, spatial_shape, self.fraction)
-        return Sparse(num, self.rate)(generator, state, spatial_shape, key=key)
+        return Sparse(num, self.rate, write_back=self.write_back)
+
+    def __call__(self, generator, state, spatial_shape, *, key=None):
+        return self._sparse(generator, spatial_shape)(generator, state, spatial_shape, key=key)
+
+    def after_update(self, generator, state, kernel, new_state, spatial_shape):
+        sparse = self._sparse(generator, spatial_shape)
+        return sparse.after_update(generator, state, kernel, new_state, spatial_shape)
 
 
 class SampledGradient(AbstractStrategy):
@@ -151,9 +160,14 @@ VARIANTS: dict[str, str] = {
     "sampled-gradient": "fresh kernel, sampled gradient",
     "stale-kernel": "stale kernel, exact gradient",
     "sparse": "stale kernel, sampled gradient (the paper's sparse step)",
+    "write-back": "stale kernel, sampled gradient, updated values written back",
 }
 """The variants of [`run_sparse_ablation`][cfconv.experiments.run_sparse_ablation]: what
-each one's forward kernel and gradient are."""
+each one's forward kernel and gradient are. `"write-back"` is the sparse step with
+[`cfconv.Sparse`][]'s `write_back=True`, the remedy for the stale kernel."""
+
+DEFAULT_VARIANTS: tuple[str, ...] = ("exact", "sampled-gradient", "stale-kernel", "sparse")
+"""The variants trained by default: the two causes of the gap, and the two ends."""
 
 
 def ablation_strategy(variant: str, fraction: float, rate: float) -> AbstractStrategy:
@@ -166,11 +180,11 @@ def ablation_strategy(variant: str, fraction: float, rate: float) -> AbstractStr
         return SampledGradient(fraction)
     if variant == "stale-kernel":
         return StaleKernel(fraction, rate)
-    return FractionSparse(fraction, rate)
+    return FractionSparse(fraction, rate, write_back=variant == "write-back")
 
 
 def run_sparse_ablation(
-    variants=tuple(VARIANTS),
+    variants=DEFAULT_VARIANTS,
     *,
     fraction: float = 0.1,
     rate: float = 0.1,
@@ -187,7 +201,7 @@ def run_sparse_ablation(
 
     **Arguments:**
 
-    - `variants`: which of `VARIANTS` to train.
+    - `variants`: which of `VARIANTS` to train (default `DEFAULT_VARIANTS`).
     - `fraction`: draws per step as a share of each layer's grid (with replacement).
     - `rate`: the EMA weight of the sparse and stale-kernel variants.
     - `train_data`, `val_data`: [`cfconv.data.Dataset`][]s (both or neither); default:
@@ -253,12 +267,14 @@ def sparse_ablation_command(args) -> int:
     the digits net with the exact step, with a sampled gradient only, with a stale
     kernel only, and with the paper's sparse step, and compare."""
     config = dict(epochs=args.epochs, seed=args.seed, width=args.width, depth=args.depth,
-                  lr=args.lr, model=args.model)  # fmt: skip
+                  lr=args.lr, model=args.model,
+                  generator_momentum=args.generator_momentum)  # fmt: skip
     if args.generator_lr is not None:
         config["generator_lr"] = args.generator_lr
     print(f"cfconv sparse-ablation: {args.model} net on the digits, {args.epochs} epochs, "
           f"seed {args.seed}; {args.fraction:g} of each layer's grid drawn per step, "
-          f"rate {args.rate:g} ({jax.default_backend()})", flush=True)  # fmt: skip
+          f"rate {args.rate:g}, generator momentum {args.generator_momentum:g} "
+          f"({jax.default_backend()})", flush=True)  # fmt: skip
     try:
         results = run_sparse_ablation(args.variants, fraction=args.fraction, rate=args.rate,
                                       log=sys.stderr, **config)  # fmt: skip
@@ -289,8 +305,8 @@ def add_sparse_ablation_arguments(p, positive_int, non_negative_int, fraction) -
 
     cf_models = [m for m in MODEL_NAMES if m not in ("spatial", "fourier")]
     names = ", ".join(VARIANTS)
-    p.add_argument("--variants", type=_variants, default=tuple(VARIANTS),
-                   help=f"comma-separated subset of {names} (default: all)")  # fmt: skip
+    p.add_argument("--variants", type=_variants, default=DEFAULT_VARIANTS,
+                   help=f"comma-separated subset of {names} (default: the first four)")  # fmt: skip
     p.add_argument("--fraction", type=fraction, default=0.1,
                    help="draws per step as a share of each layer's grid (0.1)")  # fmt: skip
     p.add_argument("--rate", type=fraction, default=0.1,
@@ -303,5 +319,7 @@ def add_sparse_ablation_arguments(p, positive_int, non_negative_int, fraction) -
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
     p.add_argument("--generator-lr", type=float, default=None,
                    help="Adam learning rate of the kernel MLPs (default: --lr)")  # fmt: skip
+    p.add_argument("--generator-momentum", type=float, default=0.9, metavar="B1",
+                   help="Adam's b1 for the kernel MLPs (default 0.9, Adam's)")  # fmt: skip
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (0)")
     p.add_argument("--json", action="store_true", help="also print the results as JSON")
