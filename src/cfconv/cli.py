@@ -133,10 +133,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     kernel.add_argument(
         "--write-back",
         action=argparse.BooleanOptionalAction,
-        default=False,
+        default=True,
         help="after each optimizer update, blend the updated generators' values into the "
         "stored kernels at the sampled positions (sparse strategies; one more forward "
-        "evaluation of the MLPs per step). Default: off, the paper's step",
+        "evaluation of the MLPs per step). Default: on; --no-write-back is the paper's step",
     )
     kernel.add_argument(
         "--chunk-size",
@@ -161,10 +161,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--generator-momentum",
         type=float,
-        default=0.9,
+        default=0.0,
         metavar="B1",
-        help="Adam's b1 for the kernel MLPs, in [0, 1) (default 0.9, Adam's); with sparse "
-        "updates momentum adds its own delay to the stored kernel's",
+        help="Adam's b1 for the kernel MLPs, in [0, 1) (default 0; the paper's Adam has "
+        "0.9): with sparse updates momentum adds its own delay to the stored kernel's",
     )
     run.add_argument(
         "--seed", type=_non_negative_int, default=0, help="seed of every random choice (0)"

@@ -188,6 +188,7 @@ def run_sparse_ablation(
     *,
     fraction: float = 0.1,
     rate: float = 0.1,
+    generator_momentum: float = 0.9,
     train_data: "Dataset | None" = None,
     val_data: "Dataset | None" = None,
     log=sys.stderr,
@@ -204,6 +205,8 @@ def run_sparse_ablation(
     - `variants`: which of `VARIANTS` to train (default `DEFAULT_VARIANTS`).
     - `fraction`: draws per step as a share of each layer's grid (with replacement).
     - `rate`: the EMA weight of the sparse and stale-kernel variants.
+    - `generator_momentum`: Adam's $\beta_1$ for the generator MLPs (default 0.9, the
+      paper's Adam; `cfconv train` defaults to 0).
     - `train_data`, `val_data`: [`cfconv.data.Dataset`][]s (both or neither); default:
       the bundled digits, split 80/20 by `seed` as `cfconv train` does.
     - `log`: where the training progress goes (`None`: silent).
@@ -223,7 +226,8 @@ def run_sparse_ablation(
     if unknown or not variants:
         raise ValueError(f"`variants` must be a non-empty subset of {tuple(VARIANTS)}, got "
                          f"{tuple(variants)}")  # fmt: skip
-    train_config = TrainConfig(**{"rate": rate, **config})
+    train_config = TrainConfig(**{"rate": rate, "generator_momentum": generator_momentum,
+                                  **config})  # fmt: skip
     if train_config.model in ("spatial", "fourier"):
         raise ValueError(f"the model must be a CF-Conv net, got {train_config.model!r}")
     if (train_data is None) != (val_data is None):
@@ -267,8 +271,7 @@ def sparse_ablation_command(args) -> int:
     the digits net with the exact step, with a sampled gradient only, with a stale
     kernel only, and with the paper's sparse step, and compare."""
     config = dict(epochs=args.epochs, seed=args.seed, width=args.width, depth=args.depth,
-                  lr=args.lr, model=args.model,
-                  generator_momentum=args.generator_momentum)  # fmt: skip
+                  lr=args.lr, model=args.model)  # fmt: skip
     if args.generator_lr is not None:
         config["generator_lr"] = args.generator_lr
     print(f"cfconv sparse-ablation: {args.model} net on the digits, {args.epochs} epochs, "
@@ -277,6 +280,7 @@ def sparse_ablation_command(args) -> int:
           f"({jax.default_backend()})", flush=True)  # fmt: skip
     try:
         results = run_sparse_ablation(args.variants, fraction=args.fraction, rate=args.rate,
+                                      generator_momentum=args.generator_momentum,
                                       log=sys.stderr, **config)  # fmt: skip
     except ValueError as error:
         print(f"cfconv sparse-ablation: {error}", file=sys.stderr)

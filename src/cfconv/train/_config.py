@@ -26,9 +26,14 @@ class TrainConfig:
     - `epochs`: the total number of epochs (a resumed run continues up to it).
     - `batch_size`, `lr`, `seed`: as usual (Adam optimizer).
     - `write_back`: sparse strategies blend the updated generators' values into the
-      stored kernels at the sampled positions ([`cfconv.Sparse`][]'s `write_back`).
-    - `generator_momentum`: Adam's `b1` for the generator MLPs (the paper's Adam: 0.9);
-      see [`cfconv.train.make_optimizer`][].
+      stored kernels at the sampled positions ([`cfconv.Sparse`][]'s `write_back`;
+      default `True`; `False` is the paper's step).
+    - `generator_momentum`: Adam's `b1` for the generator MLPs (default 0; the paper's
+      Adam has 0.9); see [`cfconv.train.make_optimizer`][].
+
+    The defaults of `write_back` and `generator_momentum` depart from the paper: on the
+    digits they raised the sparse net's validation accuracy from 0.34 to 0.59 and left
+    the exact gradient's as it was (`docs/cli.md`, "Accuracy").
     - `generator_lr`: the learning rate of the generator MLPs (`None`: `lr`); see
       [`cfconv.train.make_optimizer`][].
     - `width`, `depth`: filters per layer and number of convolution layers.
@@ -48,8 +53,8 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     generator_lr: float | None = None
-    write_back: bool = False
-    generator_momentum: float = 0.9
+    write_back: bool = True
+    generator_momentum: float = 0.0
     seed: int = 0
     width: int = 32
     depth: int = 6
