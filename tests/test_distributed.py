@@ -16,7 +16,6 @@ import sys
 import equinox as eqx
 import jax
 import numpy as np
-import optax
 import pytest
 
 import cfconv
@@ -29,7 +28,7 @@ from cfconv.distributed import (
     tree_shardings,
 )
 from cfconv.models import make_model
-from cfconv.train import load_checkpoint
+from cfconv.train import TrainConfig, load_checkpoint
 
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -155,7 +154,7 @@ def test_two_processes_agree_with_one(tmp_path):
     model = make_model("hw_cin", in_channels=1, num_classes=10, width=4, depth=1,
                        mlp_hidden=(4,), key=jax.random.key(0))  # fmt: skip
     states = model.init_states((8, 8), key=jax.random.key(0))
-    opt_state = optax.adam(1e-3).init(eqx.filter(model, eqx.is_inexact_array))
+    opt_state = TrainConfig().optimizer().init(eqx.filter(model, eqx.is_inexact_array))
     like = (model, states, opt_state, jax.random.key_data(jax.random.key(0)))
     got, _ = load_checkpoint(out / "checkpoint.eqx", like)
     want, _ = load_checkpoint(ref / "checkpoint.eqx", like)

@@ -274,7 +274,7 @@ def test_dense_training_stores_the_final_generators_kernels(tmp_path):
     model = make_model("hw_cin_cout", in_channels=1, num_classes=2, width=4, depth=2,
                        key=jax.random.key(0))  # fmt: skip
     states = model.init_states((8, 8), key=jax.random.key(1))
-    opt_state = optax.adam(config.lr).init(eqx.filter(model, eqx.is_inexact_array))
+    opt_state = config.optimizer().init(eqx.filter(model, eqx.is_inexact_array))
     like = (model, states, opt_state, jax.random.key_data(jax.random.key(0)))
     (model, states, _, _), _ = load_checkpoint(tmp_path / "checkpoint.eqx", like)
     for layer, state in zip(model.layers, states):
@@ -367,7 +367,7 @@ def test_kernel_lag_is_recorded_for_sparse_runs(tmp_path):
     like_model = make_model("hw_cin_cout", in_channels=1, num_classes=2, width=4, depth=2,
                             key=jax.random.key(1))  # fmt: skip
     like_states = like_model.init_states((8, 8), key=jax.random.key(2))
-    optimizer = make_optimizer(config.lr)
+    optimizer = config.optimizer()
     like = (like_model, like_states, optimizer.init(eqx.filter(like_model, eqx.is_inexact_array)),
             jax.random.key_data(jax.random.key(0)))  # fmt: skip
     (model, states, _, _), _ = load_checkpoint(tmp_path / "checkpoint.eqx", like)

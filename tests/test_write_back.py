@@ -128,6 +128,19 @@ def test_train_config_carries_write_back_and_momentum():
     config = TrainConfig(write_back=True, positions=64, strategy="sparse-scan")
     assert config.kernel_strategy().write_back  # pyright: ignore[reportAttributeAccessIssue]
     assert TrainConfig.from_json(config.to_json()) == config
+    # A configuration saved before these fields existed was the paper's step.
+    saved = TrainConfig().to_json()
+    del saved["write_back"], saved["generator_momentum"]
+    old = TrainConfig.from_json(saved)
+    assert not old.write_back and old.generator_momentum == 0.9
+    new = TrainConfig()
+    assert new.write_back and new.generator_momentum == 0.0
+    params = eqx.filter(make_model("hw", in_channels=1, num_classes=2, width=2, depth=1,
+                                   key=jax.random.key(0)), eqx.is_inexact_array)  # fmt: skip
+    structure = lambda optimizer: jax.tree.structure(optimizer.init(params))  # noqa: E731
+    assert structure(old.optimizer()) == structure(optax.adam(old.lr))
+    assert structure(new.optimizer()) == structure(make_optimizer(1e-3, generator_momentum=0.0))
+    assert structure(new.optimizer()) != structure(optax.adam(new.lr))
     with pytest.raises(ValueError, match="`generator_momentum`"):
         TrainConfig(generator_momentum=1.0)
     with raises_naming("write_back", ValueError, checker=True):

@@ -12,7 +12,6 @@ from typing import Any
 import equinox as eqx
 import jax
 import numpy as np
-import optax
 from jaxtyping import Array, Complex, Int
 
 from .._positions import sample_positions
@@ -204,7 +203,7 @@ def _template(config, in_channels: int, num_classes: int):
                      depth=config.depth)  # fmt: skip
         model = make_model(config.model, key=k_model, **sizes, **kwargs)
         states = model.init_states(size, key=k_states)
-        opt_state = optax.adam(config.lr).init(eqx.filter(model, eqx.is_inexact_array))
+        opt_state = config.optimizer().init(eqx.filter(model, eqx.is_inexact_array))
         return model, states, opt_state, jax.random.key_data(key)
 
     return eqx.filter_eval_shape(build)

@@ -3,6 +3,8 @@
 import dataclasses
 from typing import Any
 
+import optax
+
 from .._strategies import AbstractStrategy, Chunked, Dense, Remat, Sparse
 from ..models import GENERATOR_KINDS, MODEL_NAMES
 
@@ -103,12 +105,24 @@ class TrainConfig:
             "sparse-vmap": lambda: Sparse(self.positions, self.rate, write_back=self.write_back),
         }[self.strategy]()
 
+    def optimizer(self) -> optax.GradientTransformation:
+        """The optimizer of a run with this configuration
+        ([`cfconv.train.make_optimizer`][]): what a checkpoint's optimizer state is the
+        state of."""
+        from ._optimizer import make_optimizer
+
+        return make_optimizer(self.lr, self.generator_lr,
+                              generator_momentum=self.generator_momentum)  # fmt: skip
+
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "TrainConfig":
         data = dict(data)
+        # Runs from before these fields existed made the paper's step with Adam's momentum.
+        data.setdefault("write_back", False)
+        data.setdefault("generator_momentum", 0.9)
         if data.get("mlp_hidden") is not None:
             data["mlp_hidden"] = tuple(data["mlp_hidden"])
         return cls(**data)

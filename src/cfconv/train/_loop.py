@@ -23,7 +23,6 @@ from ..distributed._sharding import gather, shard
 from ..models import CFConvNet, make_model
 from ._checkpoint import atomic_write, load_checkpoint, load_metadata, save_checkpoint
 from ._config import TrainConfig
-from ._optimizer import make_optimizer
 from ._step import make_eval_step, make_train_step
 
 
@@ -186,9 +185,7 @@ def fit(
         **kwargs,
     )
     states = model.init_states(image_size, key=k_states)
-    optimizer = make_optimizer(
-        config.lr, config.generator_lr, generator_momentum=config.generator_momentum
-    )
+    optimizer = config.optimizer()
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     key_data = jax.random.key_data(k_train)
     history: list[dict[str, Any]] = []
