@@ -170,6 +170,9 @@ def test_run_sparse_ablation_and_its_table():
                                   generator_momentum=0.0, **SMALL)  # fmt: skip
     assert list(results) == ["exact", "sparse", "write-back"]
     assert results["sparse"]["config"]["generator_momentum"] == 0.0
+    assert not results["sparse"]["config"]["write_back"]
+    assert results["write-back"]["config"]["write_back"]
+    assert results["write-back"]["strategy"].startswith("FractionSparse(")
     for metrics in results.values():
         assert 0 <= metrics["val_acc"] <= 1 and metrics["seconds"] > 0
         assert metrics["config"]["rate"] == 1.0
@@ -180,7 +183,9 @@ def test_run_sparse_ablation_and_its_table():
         run_sparse_ablation(("dense",), train_data=train, val_data=val, log=None)
     with pytest.raises(ValueError, match="`train_data`"):
         run_sparse_ablation(("exact",), train_data=train, log=None)
-    with pytest.raises(ValueError, match="CF-Conv"):
+    with pytest.raises(ValueError, match="ignored"):
+        run_sparse_ablation(("exact",), train_data=train, val_data=val, log=None, positions=9)
+    with pytest.raises(ValueError, match="`model`"):
         run_sparse_ablation(("exact",), train_data=train, val_data=val, log=None, model="spatial")
 
 

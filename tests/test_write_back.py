@@ -99,6 +99,16 @@ def test_train_step_writes_back_the_updated_generators_values():
         values = layer.generator(p, (8, 8))  # the *updated* generator
         expected = _numpy_blend(old, p, values, 0.5)
         np.testing.assert_allclose(np.asarray(new.kernel), expected, rtol=1e-4, atol=1e-5)
+    # The paper's step stores the values from before the update: different states.
+    paper = make_train_step(optimizer, cfconv.Sparse(num=30, rate=0.5), (8, 8))
+    model = make_model(
+        "hw_cin_cout", in_channels=1, num_classes=3, width=3, depth=2, key=jax.random.key(0)
+    )  # fmt: skip (the first step donated the model)
+    states = jax.tree.map(jnp.asarray, old_states)
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    _, paper_states, _, _ = paper(model, states, opt_state, images, labels, key)
+    for paper_state, new in zip(paper_states, new_states):
+        assert not np.allclose(np.asarray(paper_state.kernel), np.asarray(new.kernel), atol=1e-5)
 
 
 def test_make_optimizer_generator_momentum():
@@ -106,6 +116,7 @@ def test_make_optimizer_generator_momentum():
                        key=jax.random.key(0))  # fmt: skip
     params = eqx.filter(model, eqx.is_inexact_array)
     labels = generator_labels(params)
+    assert set(jax.tree.leaves(labels)) == {"generator", "other"}
     optimizer = make_optimizer(1e-2, generator_momentum=0.0)
     no_momentum, with_momentum = optax.adam(1e-2, b1=0.0), optax.adam(1e-2)
     states = [optimizer.init(params), no_momentum.init(params), with_momentum.init(params)]
@@ -134,7 +145,9 @@ def test_train_config_carries_write_back_and_momentum():
     old = TrainConfig.from_json(saved)
     assert not old.write_back and old.generator_momentum == 0.9
     new = TrainConfig()
-    assert new.write_back and new.generator_momentum == 0.0
+    assert new.write_back and new.generator_momentum is None and new.momentum == 0.0
+    assert TrainConfig(strategy="scan").momentum == 0.9  # no stored kernel to wait for
+    assert TrainConfig(strategy="scan", generator_momentum=0.5).momentum == 0.5
     params = eqx.filter(make_model("hw", in_channels=1, num_classes=2, width=2, depth=1,
                                    key=jax.random.key(0)), eqx.is_inexact_array)  # fmt: skip
     structure = lambda optimizer: jax.tree.structure(optimizer.init(params))  # noqa: E731

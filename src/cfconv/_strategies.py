@@ -261,7 +261,22 @@ class Sparse(AbstractStrategy):
                 f"{type(kernel).__name__}"
             )
         values = jax.lax.stop_gradient(self.evaluate(generator, kernel.positions, spatial_shape))
-        return KernelState(sparse_update(state, kernel.positions, values, rate=self.rate).kernel)
+        # `new_state` holds (1 - rate) S + rate v_old at the sampled positions; moving each by
+        # weight * (v_new - v_old) gives (1 - rate) S + rate v_new (the weight is 0 for all
+        # but the occurrence of a repeated position that was kept). Updating `new_state`
+        # rather than re-blending `state` lets `state`'s buffer go once the step used it.
+        new = new_state.kernel
+        flat = _rewrite(new.reshape(-1), kernel.positions, kernel, values)
+        return KernelState(flat.reshape(new.shape))
+
+
+def _rewrite(kernel, index, step: SparseKernel, values):
+    """`kernel`, a sparse step's blended kernel, with the step's fresh values replaced by
+    `values` at `index` (as for `kernel.at[index]`)."""
+    kernel = jax.lax.stop_gradient(kernel)
+    fresh = jax.lax.stop_gradient(step.values).astype(kernel.dtype)
+    weights = jax.lax.stop_gradient(step.weights).astype(fresh.real.dtype)
+    return kernel.at[index].add(weights * (values.astype(kernel.dtype) - fresh))
 
 
 def _chunked(array, chunk: int, fill):

@@ -161,10 +161,11 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--generator-momentum",
         type=float,
-        default=0.0,
+        default=None,
         metavar="B1",
-        help="Adam's b1 for the kernel MLPs, in [0, 1) (default 0; the paper's Adam has "
-        "0.9): with sparse updates momentum adds its own delay to the stored kernel's",
+        help="Adam's b1 for the kernel MLPs, in [0, 1) (default: 0 for the sparse "
+        "strategies, where momentum adds its own delay to the stored kernel's; 0.9, "
+        "Adam's and the paper's, for the others)",
     )
     run.add_argument(
         "--seed", type=_non_negative_int, default=0, help="seed of every random choice (0)"
@@ -381,15 +382,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--lr must be positive, got {args.lr}")
         if args.generator_lr is not None and not args.generator_lr > 0:
             parser.error(f"--generator-lr must be positive, got {args.generator_lr}")
-        if not 0 <= args.generator_momentum < 1:
+        if args.generator_momentum is not None and not 0 <= args.generator_momentum < 1:
             parser.error(f"--generator-momentum must be in [0, 1), got {args.generator_momentum}")
     if args.command == "sparse-ablation":
         if not args.lr > 0:
             parser.error(f"--lr must be positive, got {args.lr}")
         if args.generator_lr is not None and not args.generator_lr > 0:
             parser.error(f"--generator-lr must be positive, got {args.generator_lr}")
-        if not 0 <= args.generator_momentum < 1:
-            parser.error(f"--generator-momentum must be in [0, 1), got {args.generator_momentum}")
+        momentum = args.generator_momentum
+        if momentum is None or not 0 <= momentum < 1:
+            parser.error(f"--generator-momentum must be in [0, 1), got {momentum}")
     if args.command == "filters":
         if args.steps < 2:
             parser.error(f"--steps must be at least 2, got {args.steps}")

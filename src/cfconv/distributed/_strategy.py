@@ -9,7 +9,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .._positions import unravel_positions
 from .._state import KernelState, SparseKernel, blend
-from .._strategies import AbstractStrategy, Sparse
+from .._strategies import AbstractStrategy, Sparse, _rewrite
 from ._mesh import DATA_AXIS, MODEL_AXIS, check_mesh
 
 
@@ -65,7 +65,11 @@ class ShardedSparse(AbstractStrategy):
             )
         positions = self._spread(kernel.positions)
         values = jax.lax.stop_gradient(self.sparse.evaluate(generator, positions, spatial_shape))
-        return self._blend(state, positions, values)[1]
+        split = NamedSharding(self.mesh, P(None, MODEL_AXIS))
+        new = jax.lax.with_sharding_constraint(new_state.kernel, split)
+        # As `Sparse.after_update`, indexed by (c_in, c_out, row, column) (see `_blend`).
+        new = _rewrite(new, unravel_positions(positions, new.shape), kernel, values)
+        return KernelState(jax.lax.with_sharding_constraint(new, split))
 
     def _spread(self, positions):
         """The positions split over every device (when the device count divides them)."""

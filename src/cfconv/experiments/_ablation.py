@@ -15,6 +15,7 @@ its two causes. They evaluate the generator everywhere, so they are diagnostics,
 faster training.
 """
 
+import dataclasses
 import json
 import math
 import sys
@@ -89,8 +90,10 @@ class SampledGradient(AbstractStrategy):
     sparse step would sample.
 
     Against the exact step, only the sampling of the gradient differs; against the sparse
-    step, only the staleness of the forward kernel. The new state is the generated kernel,
-    as for the dense strategies.
+    step, only the staleness of the forward kernel. (The sparse step's gradient is also
+    scaled by its `rate`, this one's is not: Adam, `cfconv train`'s optimizer, is nearly
+    invariant to that scale, other optimizers are not.) The new state is the generated
+    kernel, as for the dense strategies.
 
     **Fields:**
 
@@ -215,7 +218,8 @@ def run_sparse_ablation(
 
     **Returns:**
 
-    `{variant: metrics}`, with the metrics of [`cfconv.train.fit`][].
+    `{variant: metrics}`, with the metrics of [`cfconv.train.fit`][], plus `"seconds"`
+    and `"strategy"` (the strategy's repr).
     """
     from ..data import load_digits, train_val_split
     from ..train import TrainConfig, fit
@@ -226,10 +230,14 @@ def run_sparse_ablation(
     if unknown or not variants:
         raise ValueError(f"`variants` must be a non-empty subset of {tuple(VARIANTS)}, got "
                          f"{tuple(variants)}")  # fmt: skip
+    ignored = sorted(set(config) & {"strategy", "positions", "chunk_size", "write_back"})
+    if ignored:
+        raise ValueError(f"{ignored} would be ignored: each variant sets its own strategy "
+                         f"(`variants`, `fraction`, `rate`)")  # fmt: skip
     train_config = TrainConfig(**{"rate": rate, "generator_momentum": generator_momentum,
                                   **config})  # fmt: skip
     if train_config.model in ("spatial", "fourier"):
-        raise ValueError(f"the model must be a CF-Conv net, got {train_config.model!r}")
+        raise ValueError(f"`model` must be a CF-Conv net, got {train_config.model!r}")
     if (train_data is None) != (val_data is None):
         raise ValueError("give both `train_data` and `val_data`, or neither (the digits)")
     if train_data is None or val_data is None:
@@ -241,9 +249,12 @@ def run_sparse_ablation(
         if log is not None:
             log.write(f"{variant}: {VARIANTS[variant]}\n")
         strategy = ablation_strategy(variant, fraction, rate)
+        # The recorded configuration says whether the variant wrote back.
+        variant_config = dataclasses.replace(train_config, write_back=variant == "write-back")
         start = time.perf_counter()
-        metrics = fit(train_config, train_data, val_data, log=log, strategy=strategy)
+        metrics = fit(variant_config, train_data, val_data, log=log, strategy=strategy)
         metrics["seconds"] = time.perf_counter() - start
+        metrics["strategy"] = repr(strategy)
         results[variant] = metrics
     return results
 

@@ -200,9 +200,14 @@ def fit(
             if getattr(saved, f.name) != getattr(config, f.name)
         } - _RESUMABLE
         if different:
+            settings = ", ".join(
+                f"{name}={getattr(saved, name)!r} (now {getattr(config, name)!r})"
+                for name in sorted(different)
+            )
             raise ValueError(
-                f"cannot resume from {path}: the checkpoint was made with different "
-                f"settings for {sorted(different)}"
+                f"cannot resume from {path}: the checkpoint was made with other settings: "
+                f"{settings}; pass the saved ones (e.g. `--no-write-back "
+                f"--generator-momentum 0.9` for a run from before those options existed)"
             )
         like = (model, states, opt_state, key_data)
         (model, states, opt_state, key_data), metadata = load_checkpoint(path, like)
