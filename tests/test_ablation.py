@@ -148,7 +148,9 @@ def test_fit_trains_with_the_given_strategy():
     train, val = _toy_data()
     config = TrainConfig(model="hw_cin_cout", strategy="scan", **SMALL)
     by_name = fit(config, train, val, log=None)
-    sparse_config = TrainConfig(model="hw_cin_cout", strategy="sparse-vmap", **SMALL)
+    # The same optimizer (a sparse config would otherwise drop the generator's momentum).
+    sparse_config = TrainConfig(model="hw_cin_cout", strategy="sparse-vmap",
+                                generator_momentum=config.momentum, **SMALL)  # fmt: skip
     # The config says sparse, the strategy is the exact step: the strategy wins, and the
     # stored kernels are regenerated before evaluation as for `--strategy scan`.
     by_strategy = fit(sparse_config, train, val, log=None, strategy=cfconv.Chunked())
