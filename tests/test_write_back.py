@@ -40,7 +40,7 @@ def test_after_update_blends_the_updated_generator(chunk_size):
     kernel, new_state = strategy(layer.generator, state, SHAPE, key=jax.random.key(2))
     # An "updated" generator: every parameter moved.
     updated = jax.tree.map(lambda x: x * 1.1 if eqx.is_inexact_array(x) else x, layer.generator)
-    got = strategy.after_update(updated, state, kernel, new_state, SHAPE)
+    got = strategy.after_update(updated, kernel, new_state, SHAPE)
     values = updated(kernel.positions, SHAPE)
     expected = _numpy_blend(state, kernel.positions, values, 0.3)
     np.testing.assert_allclose(np.asarray(got.kernel), expected, rtol=1e-5, atol=1e-6)
@@ -48,16 +48,16 @@ def test_after_update_blends_the_updated_generator(chunk_size):
     assert not np.allclose(np.asarray(new_state.kernel), expected, rtol=1e-3, atol=1e-4)
     # Without write-back the state is the one the step made.
     plain = cfconv.Sparse(num=40, rate=0.3)
-    assert plain.after_update(updated, state, kernel, new_state, SHAPE) is new_state
+    assert plain.after_update(updated, kernel, new_state, SHAPE) is new_state
     with pytest.raises(TypeError, match="`kernel`"):
-        strategy.after_update(updated, state, kernel.dense(), new_state, SHAPE)
+        strategy.after_update(updated, kernel.dense(), new_state, SHAPE)
 
 
 def test_other_strategies_keep_their_new_state():
     layer, state = _layer_and_state()
     for strategy in (cfconv.Dense(), cfconv.Chunked(), cfconv.Stored()):
         kernel, new_state = strategy(layer.generator, state, SHAPE)
-        assert strategy.after_update(layer.generator, state, kernel, new_state, SHAPE) is new_state
+        assert strategy.after_update(layer.generator, kernel, new_state, SHAPE) is new_state
 
 
 def test_sharded_write_back_equals_write_back_on_one_device():
@@ -66,15 +66,15 @@ def test_sharded_write_back_equals_write_back_on_one_device():
     sharded = ShardedSparse(sparse, make_mesh(1, 1))
     key = jax.random.key(3)
     updated = jax.tree.map(lambda x: x * 0.9 if eqx.is_inexact_array(x) else x, layer.generator)
-    want = sparse.after_update(updated, state, *sparse(layer.generator, state, SHAPE, key=key),
+    want = sparse.after_update(updated, *sparse(layer.generator, state, SHAPE, key=key),
                                SHAPE)  # fmt: skip
-    got = sharded.after_update(updated, state, *sharded(layer.generator, state, SHAPE, key=key),
+    got = sharded.after_update(updated, *sharded(layer.generator, state, SHAPE, key=key),
                                SHAPE)  # fmt: skip
     np.testing.assert_allclose(np.asarray(got.kernel), np.asarray(want.kernel), rtol=1e-6,
                                atol=1e-7)  # fmt: skip
     plain = ShardedSparse(cfconv.Sparse(num=50, rate=0.5), make_mesh(1, 1))
     kernel, new_state = plain(layer.generator, state, SHAPE, key=key)
-    assert plain.after_update(updated, state, kernel, new_state, SHAPE) is new_state
+    assert plain.after_update(updated, kernel, new_state, SHAPE) is new_state
 
 
 def test_train_step_writes_back_the_updated_generators_values():

@@ -62,7 +62,6 @@ class AbstractStrategy(eqx.Module):
     def after_update(
         self,
         generator: KernelGenerator,
-        state: KernelState,
         kernel: FourierKernel | SparseKernel,
         new_state: KernelState,
         spatial_shape: tuple[int, int],
@@ -70,15 +69,14 @@ class AbstractStrategy(eqx.Module):
         """The state to carry to the next step, once the optimizer has updated the
         generator.
 
-        A training step calls it after the update, with the updated `generator`, the
-        `state` the step started from, and the `kernel` and `new_state` that `__call__`
-        returned. The default returns `new_state`; [`cfconv.Sparse`][] with
-        `write_back=True` re-evaluates the updated generator at the sampled positions.
+        A training step calls it after the update, with the updated `generator` and the
+        `kernel` and `new_state` that `__call__` returned. The default returns
+        `new_state`; [`cfconv.Sparse`][] with `write_back=True` re-evaluates the updated
+        generator at the sampled positions.
 
         **Arguments:**
 
         - `generator`: the layer's generator, after the optimizer update.
-        - `state`: the state this step started from.
         - `kernel`, `new_state`: what `__call__` returned for this step.
         - `spatial_shape`: the image size `(h, w)`.
 
@@ -86,7 +84,7 @@ class AbstractStrategy(eqx.Module):
 
         The next [`cfconv.KernelState`][].
         """
-        del generator, state, kernel, spatial_shape
+        del generator, kernel, spatial_shape
         return new_state
 
 
@@ -252,22 +250,27 @@ class Sparse(AbstractStrategy):
         kernel = sparse_update(state, positions, values, rate=self.rate)
         return kernel, KernelState(kernel.kernel)
 
-    def after_update(self, generator, state, kernel, new_state, spatial_shape):
+    def after_update(self, generator, kernel, new_state, spatial_shape):
         if not self.write_back:
             return new_state
-        if not isinstance(kernel, SparseKernel):
-            raise TypeError(
-                f"`kernel` must be the SparseKernel this strategy returned, got "
-                f"{type(kernel).__name__}"
-            )
+        kernel = _check_step_kernel(kernel)
         values = jax.lax.stop_gradient(self.evaluate(generator, kernel.positions, spatial_shape))
         # `new_state` holds (1 - rate) S + rate v_old at the sampled positions; moving each by
         # weight * (v_new - v_old) gives (1 - rate) S + rate v_new (the weight is 0 for all
         # but the occurrence of a repeated position that was kept). Updating `new_state`
-        # rather than re-blending `state` lets `state`'s buffer go once the step used it.
+        # rather than re-blending the step's input state lets that buffer go early.
         new = new_state.kernel
         flat = _rewrite(new.reshape(-1), kernel.positions, kernel, values)
         return KernelState(flat.reshape(new.shape))
+
+
+def _check_step_kernel(kernel) -> SparseKernel:
+    """`kernel`, if it is the `SparseKernel` a sparse step returned."""
+    if not isinstance(kernel, SparseKernel):
+        raise TypeError(
+            f"`kernel` must be the SparseKernel this strategy returned, got {type(kernel).__name__}"
+        )
+    return kernel
 
 
 def _rewrite(kernel, index, step: SparseKernel, values):

@@ -1,53 +1,19 @@
-"""The `cfconv` command line: `cfconv train`, `demo`, `filters`, `spectral-bias`, `plot`,
-`bench`."""
+"""The `cfconv` command line: `cfconv train`, `demo`, `filters`, `spectral-bias`,
+`gradient-noise`, `sparse-ablation`, `plot`, `bench`."""
 
 import argparse
 import json
 import sys
 from collections.abc import Sequence
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}")
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
-    return value
-
-
-def _widths(text: str) -> tuple[int, ...]:
-    try:
-        widths = tuple(int(w) for w in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if not widths or min(widths) < 1:
-        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
-    return widths
-
-
-def _mesh_shape(text: str) -> tuple[int, int]:
-    from .distributed import parse_mesh
-
-    try:
-        return parse_mesh(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected DATAxMODEL, e.g. 4x2, got {text!r}")
+from ._argtypes import (
+    fraction as _fraction,
+    mesh_shape as _mesh_shape,
+    momentum as _momentum,
+    non_negative_int as _non_negative_int,
+    positive_int as _positive_int,
+    widths as _widths,
+)
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -160,7 +126,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     run.add_argument(
         "--generator-momentum",
-        type=float,
+        type=_momentum,
         default=None,
         metavar="B1",
         help="Adam's b1 for the kernel MLPs, in [0, 1) (default: 0 for the sparse "
@@ -357,7 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     doc = _ablation.sparse_ablation_command.__doc__
     p = commands.add_parser("sparse-ablation", help=doc, description=doc)
-    _ablation.add_sparse_ablation_arguments(p, _positive_int, _non_negative_int, _fraction)
+    _ablation.add_sparse_ablation_arguments(
+        p, _positive_int, _non_negative_int, _fraction, _momentum
+    )
     p.set_defaults(run=_ablation.sparse_ablation_command)
 
     doc = _experiments.plot_command.__doc__
@@ -382,16 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--lr must be positive, got {args.lr}")
         if args.generator_lr is not None and not args.generator_lr > 0:
             parser.error(f"--generator-lr must be positive, got {args.generator_lr}")
-        if args.generator_momentum is not None and not 0 <= args.generator_momentum < 1:
-            parser.error(f"--generator-momentum must be in [0, 1), got {args.generator_momentum}")
     if args.command == "sparse-ablation":
         if not args.lr > 0:
             parser.error(f"--lr must be positive, got {args.lr}")
         if args.generator_lr is not None and not args.generator_lr > 0:
             parser.error(f"--generator-lr must be positive, got {args.generator_lr}")
-        momentum = args.generator_momentum
-        if momentum is None or not 0 <= momentum < 1:
-            parser.error(f"--generator-momentum must be in [0, 1), got {momentum}")
     if args.command == "filters":
         if args.steps < 2:
             parser.error(f"--steps must be at least 2, got {args.steps}")

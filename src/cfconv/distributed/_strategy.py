@@ -9,7 +9,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .._positions import unravel_positions
 from .._state import KernelState, SparseKernel, blend
-from .._strategies import AbstractStrategy, Sparse, _rewrite
+from .._strategies import AbstractStrategy, Sparse, _check_step_kernel, _rewrite
 from ._mesh import DATA_AXIS, MODEL_AXIS, check_mesh
 
 
@@ -54,15 +54,11 @@ class ShardedSparse(AbstractStrategy):
         values = self.sparse.evaluate(generator, positions, spatial_shape)
         return self._blend(state, positions, values)
 
-    def after_update(self, generator, state, kernel, new_state, spatial_shape):
+    def after_update(self, generator, kernel, new_state, spatial_shape):
         """As [`cfconv.Sparse`][]'s (write-back), with this strategy's layout."""
         if not self.sparse.write_back:
             return new_state
-        if not isinstance(kernel, SparseKernel):
-            raise TypeError(
-                f"`kernel` must be the SparseKernel this strategy returned, got "
-                f"{type(kernel).__name__}"
-            )
+        kernel = _check_step_kernel(kernel)
         positions = self._spread(kernel.positions)
         values = jax.lax.stop_gradient(self.sparse.evaluate(generator, positions, spatial_shape))
         split = NamedSharding(self.mesh, P(None, MODEL_AXIS))

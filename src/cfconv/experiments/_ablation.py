@@ -79,9 +79,19 @@ class FractionSparse(AbstractStrategy):
     def __call__(self, generator, state, spatial_shape, *, key=None):
         return self._sparse(generator, spatial_shape)(generator, state, spatial_shape, key=key)
 
-    def after_update(self, generator, state, kernel, new_state, spatial_shape):
+    def after_update(self, generator, kernel, new_state, spatial_shape):
         sparse = self._sparse(generator, spatial_shape)
-        return sparse.after_update(generator, state, kernel, new_state, spatial_shape)
+        return sparse.after_update(generator, kernel, new_state, spatial_shape)
+
+
+def _generate_and_sample(strategy, generator, state, spatial_shape, key):
+    """The generator's whole kernel, and `strategy.fraction` of its grid's positions."""
+    if key is None:
+        name = type(strategy).__name__
+        raise ValueError(f"`key` is required by {name} (it samples positions)")
+    kernel = Chunked(strategy.chunk_size)(generator, state, spatial_shape)[0]
+    num = fraction_positions(generator, spatial_shape, strategy.fraction)
+    return kernel, sample_positions(key, kernel.shape, num)
 
 
 class SampledGradient(AbstractStrategy):
@@ -110,11 +120,7 @@ class SampledGradient(AbstractStrategy):
         _check_fraction(self.fraction)
 
     def __call__(self, generator, state, spatial_shape, *, key=None):
-        if key is None:
-            raise ValueError("`key` is required by SampledGradient (it samples positions)")
-        kernel = Chunked(self.chunk_size)(generator, state, spatial_shape)[0]
-        num = fraction_positions(generator, spatial_shape, self.fraction)
-        positions = sample_positions(key, kernel.shape, num)
+        kernel, positions = _generate_and_sample(self, generator, state, spatial_shape, key)
         sampled = jnp.zeros(kernel.size, bool).at[positions].set(True).reshape(kernel.shape)
         fixed = jax.lax.stop_gradient(kernel)
         return fixed + jnp.where(sampled, kernel - fixed, 0), KernelState(fixed)
@@ -147,11 +153,7 @@ class StaleKernel(AbstractStrategy):
         check_rate(self.rate)
 
     def __call__(self, generator, state, spatial_shape, *, key=None):
-        if key is None:
-            raise ValueError("`key` is required by StaleKernel (it samples positions)")
-        kernel = Chunked(self.chunk_size)(generator, state, spatial_shape)[0]
-        num = fraction_positions(generator, spatial_shape, self.fraction)
-        positions = sample_positions(key, kernel.shape, num)
+        kernel, positions = _generate_and_sample(self, generator, state, spatial_shape, key)
         fresh = jax.lax.stop_gradient(kernel).reshape(-1)[positions]
         stale = ema_update(jax.lax.stop_gradient(state), positions, fresh, rate=self.rate)
         # The stale kernel's value, the generated kernel's gradient.
@@ -314,7 +316,8 @@ def _variants(text: str) -> tuple[str, ...]:
     return names
 
 
-def add_sparse_ablation_arguments(p, positive_int, non_negative_int, fraction) -> None:
+def add_sparse_ablation_arguments(p, positive_int, non_negative_int, fraction, momentum
+                                  ) -> None:  # fmt: skip
     """The options of `cfconv sparse-ablation`."""
     from ..models import MODEL_NAMES
 
@@ -334,7 +337,7 @@ def add_sparse_ablation_arguments(p, positive_int, non_negative_int, fraction) -
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
     p.add_argument("--generator-lr", type=float, default=None,
                    help="Adam learning rate of the kernel MLPs (default: --lr)")  # fmt: skip
-    p.add_argument("--generator-momentum", type=float, default=0.9, metavar="B1",
+    p.add_argument("--generator-momentum", type=momentum, default=0.9, metavar="B1",
                    help="Adam's b1 for the kernel MLPs (default 0.9, Adam's)")  # fmt: skip
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (0)")
     p.add_argument("--json", action="store_true", help="also print the results as JSON")

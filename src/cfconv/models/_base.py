@@ -62,21 +62,20 @@ class AbstractModel(eqx.Module):
 
     def after_update(
         self,
-        states: tuple[KernelState, ...],
         kernels: tuple[StepKernel, ...],
         new_states: tuple[KernelState, ...],
         image_size: tuple[int, int],
         strategy: AbstractStrategy | str,
     ) -> tuple[KernelState, ...]:
         """The states to carry to the next step, called on the model *after* the
-        optimizer update, with the `states` the step started from and the `kernels` and
-        `new_states` that [`kernels`][cfconv.models.AbstractModel.kernels] returned.
+        optimizer update, with the `kernels` and `new_states` that
+        [`kernels`][cfconv.models.AbstractModel.kernels] returned.
 
         Each CF-Conv layer's strategy decides
         ([`AbstractStrategy.after_update`][cfconv.AbstractStrategy.after_update]); by
         default, and for models without generators, this is `new_states`.
         """
-        del states, kernels, image_size, strategy
+        del kernels, image_size, strategy
         return new_states
 
     @abc.abstractmethod

@@ -255,7 +255,7 @@ class CFConvNet(AbstractModel):
         new_states = tuple(state for _, state in results)
         return kernels, new_states
 
-    def after_update(self, states, kernels, new_states, image_size, strategy):
+    def after_update(self, kernels, new_states, image_size, strategy):
         """The states to carry to the next step, once the optimizer has updated the
         generators: each layer's
         [`AbstractStrategy.after_update`][cfconv.AbstractStrategy.after_update] (for
@@ -263,8 +263,8 @@ class CFConvNet(AbstractModel):
         in at the sampled positions; otherwise `new_states`)."""
         strategy = resolve_strategy(strategy)
         return tuple(
-            strategy.after_update(layer.generator, state, kernel, new_state, image_size)
-            for layer, state, kernel, new_state in zip(self.layers, states, kernels, new_states)
+            strategy.after_update(layer.generator, kernel, new_state, image_size)
+            for layer, kernel, new_state in zip(self.layers, kernels, new_states)
         )
 
     def __call__(self, x: Real[Array, "cin h w"], kernels: tuple[StepKernel, ...]) -> Logits:

@@ -123,8 +123,7 @@ def make_train_step(
         updates, opt_state = optimizer.update(grads, opt_state, params)
         model = eqx.apply_updates(model, updates)
         # E.g. a sparse strategy's write-back: the updated generators at the sampled positions.
-        kernels = jax.lax.stop_gradient(kernels)
-        states = model.after_update(states, kernels, new_states, image_size, strategy)
+        states = model.after_update(kernels, new_states, image_size, strategy)
         if mesh is not None:
             # Keep every output where the matching input was.
             model, states, opt_state = shard((model, states, opt_state), mesh)
