@@ -25,8 +25,10 @@ from ._layer import CFConv2d as CFConv2d
 from ._mlp import MLP as MLP, parameter_count as parameter_count
 from ._positions import (
     frequency_coordinates as frequency_coordinates,
+    frequency_weights as frequency_weights,
     position_coordinates as position_coordinates,
     sample_positions as sample_positions,
+    stratified_positions as stratified_positions,
     unravel_positions as unravel_positions,
 )
 from ._spatial_generator import (
@@ -77,6 +79,7 @@ __all__ = [
     "fast_sin",
     "fourier_mix",
     "frequency_coordinates",
+    "frequency_weights",
     "init_kernel_state",
     "kernel_shape",
     "offset_coordinates",
@@ -86,5 +89,6 @@ __all__ = [
     "sample_positions",
     "sparse_update",
     "spectral_conv",
+    "stratified_positions",
     "unravel_positions",
 ]

@@ -22,14 +22,32 @@ class KernelState(eqx.Module):
     **Fields:**
 
     - `kernel`: complex array of shape `(cin, cout, h, w // 2 + 1)`.
+    - `frequency_weights`: `None` (the default), or a real array of shape
+      `(h, w // 2 + 1)`: how a [`cfconv.Sparse`][] strategy with `sampling="stratified"`
+      spreads its positions over the kernel's frequencies (see
+      [`cfconv.stratified_positions`][] and [`cfconv.frequency_weights`][]). Strategies
+      pass it on unchanged; [`cfconv.train.refresh_frequency_weights`][] recomputes it.
     """
 
     kernel: FourierKernel
+    frequency_weights: Float[Array, "h wf"] | None = None
 
     def __check_init__(self):
         kernel = self.kernel
         if hasattr(kernel, "ndim") and hasattr(kernel, "dtype"):
             check_array("kernel", kernel, ndim=4, kind="complex")
+        weights = self.frequency_weights
+        if weights is not None and hasattr(weights, "ndim") and hasattr(weights, "dtype"):
+            check_array("frequency_weights", weights, ndim=2, kind="real")
+            if hasattr(kernel, "shape") and weights.shape != tuple(kernel.shape[-2:]):
+                raise ValueError(
+                    f"`frequency_weights` must have shape {tuple(kernel.shape[-2:])} (the "
+                    f"kernel's frequencies), got {weights.shape}"
+                )
+
+    def replace_kernel(self, kernel: FourierKernel) -> "KernelState":
+        """This state with another kernel (the same `frequency_weights`)."""
+        return KernelState(kernel, self.frequency_weights)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -156,7 +174,7 @@ def ema_update(
     old = flat[positions]
     # This form is exact at rate=1 (the sampled entries are overwritten).
     new = (1 - rate) * old + rate * values.astype(kernel.dtype)
-    return KernelState(flat.at[positions].set(new).reshape(kernel.shape))
+    return state.replace_kernel(flat.at[positions].set(new).reshape(kernel.shape))
 
 
 def _check_update(state, positions, values, rate):

@@ -1,7 +1,8 @@
 """Kernel-phase strategies: how a layer turns its generator and state into this step's kernel."""
 
 import abc
-from typing import ClassVar
+import math
+from typing import ClassVar, Literal
 
 import equinox as eqx
 import jax
@@ -11,7 +12,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ._custom_types import FourierKernel, KernelValues, Positions
 from ._errors import check_int, check_rate
 from ._generators import KernelGenerator
-from ._positions import sample_positions
+from ._positions import sample_positions, stratified_positions
 from ._state import KernelState, SparseKernel, sparse_update
 
 
@@ -186,6 +187,7 @@ class Sparse(AbstractStrategy):
       (default $2^{15}$), or `None`.
     - `write_back`: blend the generator's values *after* the optimizer update into the
       state at the sampled positions (see below; default `False`, the paper's step).
+    - `sampling`: `"uniform"` (the paper's, default) or `"stratified"` (see below).
 
     **Write-back.** In the paper's step the next state holds, at the sampled positions,
     the values the generator gave *before* this step's optimizer update: the update that
@@ -198,6 +200,17 @@ class Sparse(AbstractStrategy):
     instead, so that every step's update reaches the stored kernel at once. It costs one
     more evaluation of the MLPs at `num` positions per step (forward only). What it does
     to accuracy is measured in `docs/cli.md`, "Accuracy".
+
+    **Stratified sampling.** With `sampling="stratified"` the positions are not uniform:
+    [`cfconv.stratified_positions`][] spreads them over the kernel's frequencies in
+    proportion to the state's `frequency_weights` (which the state must then hold; see
+    [`cfconv.frequency_weights`][] and [`cfconv.train.refresh_frequency_weights`][]),
+    distinct channel pairs within each frequency, and scales each position's gradient so
+    that the step's generator gradient is still an unbiased estimate of the same multiple
+    of the exact one. Where the weights follow the size of the kernel gradient (on the
+    digits, a few low frequencies carry most of it), a step's gradient is much less
+    noisy than with uniform positions. The positions are distinct, so `replace` is not
+    used, and a grid smaller than `num` is sampled whole.
     """
 
     num: int = eqx.field(static=True, default=2**18)
@@ -207,6 +220,7 @@ class Sparse(AbstractStrategy):
     unroll: int = eqx.field(static=True, default=1)
     remat_chunk_size: int | None = eqx.field(static=True, default=2**15)
     write_back: bool = eqx.field(static=True, default=False)
+    sampling: Literal["uniform", "stratified"] = eqx.field(static=True, default="uniform")
     needs_key: ClassVar[bool] = True
 
     def __check_init__(self):
@@ -217,6 +231,8 @@ class Sparse(AbstractStrategy):
         check_int("unroll", self.unroll)
         if self.remat_chunk_size is not None:
             check_int("remat_chunk_size", self.remat_chunk_size)
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"`sampling` must be one of {SAMPLINGS}, got {self.sampling!r}")
 
     def sample(self, generator: KernelGenerator, spatial_shape, *, key) -> Positions:
         """The positions this strategy would sample for `key`."""
@@ -245,10 +261,29 @@ class Sparse(AbstractStrategy):
     def __call__(self, generator, state, spatial_shape, *, key=None):
         if key is None:
             raise ValueError("`key` is required by the Sparse strategy (it samples positions)")
-        positions = self.sample(generator, spatial_shape, key=key)
-        values = self.evaluate(generator, positions, spatial_shape)
+        if self.sampling == "uniform":
+            positions = self.sample(generator, spatial_shape, key=key)
+            values = self.evaluate(generator, positions, spatial_shape)
+        else:
+            positions, scales = self.sample_stratified(generator, state, spatial_shape, key=key)
+            values = _scale_gradient(self.evaluate(generator, positions, spatial_shape), scales)
         kernel = sparse_update(state, positions, values, rate=self.rate)
-        return kernel, KernelState(kernel.kernel)
+        return kernel, state.replace_kernel(kernel.kernel)
+
+    def sample_stratified(
+        self, generator: KernelGenerator, state: KernelState, spatial_shape, *, key
+    ) -> tuple[Positions, Float[Array, " num"]]:
+        """The positions and gradient scales of [`cfconv.stratified_positions`][] for
+        `state`'s `frequency_weights` (`num` of them, or the whole grid if smaller)."""
+        grid = generator.grid_shape(spatial_shape)
+        if state.frequency_weights is None:
+            raise ValueError(
+                "`state` has no `frequency_weights`, which `Sparse(sampling='stratified')` "
+                "samples by: build it as `KernelState(kernel, frequency_weights)`, e.g. "
+                "with `cfconv.train.refresh_frequency_weights`"
+            )
+        num = min(self.num, math.prod(grid))
+        return stratified_positions(key, grid, num, state.frequency_weights)
 
     def after_update(self, generator, kernel, new_state, spatial_shape):
         if not self.write_back:
@@ -261,7 +296,16 @@ class Sparse(AbstractStrategy):
         # rather than re-blending the step's input state lets that buffer go early.
         new = new_state.kernel
         flat = _rewrite(new.reshape(-1), kernel.positions, kernel, values)
-        return KernelState(flat.reshape(new.shape))
+        return new_state.replace_kernel(flat.reshape(new.shape))
+
+
+SAMPLINGS: tuple[str, ...] = ("uniform", "stratified")
+
+
+def _scale_gradient(values: KernelValues, scales: Float[Array, " num"]) -> KernelValues:
+    """`values` unchanged, with each entry's gradient multiplied by its scale."""
+    fixed = jax.lax.stop_gradient(values)
+    return fixed + scales.astype(values.real.dtype) * (values - fixed)
 
 
 def _check_step_kernel(kernel) -> SparseKernel:

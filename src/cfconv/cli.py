@@ -12,11 +12,13 @@ from ._argtypes import (
     momentum as _momentum,
     non_negative_int as _non_negative_int,
     positive_int as _positive_int,
+    unit_interval as _unit_interval,
     widths as _widths,
 )
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    from ._strategies import SAMPLINGS
     from .models import GENERATOR_KINDS, MODEL_NAMES
     from .train import STRATEGY_NAMES
 
@@ -103,6 +105,23 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="after each optimizer update, blend the updated generators' values into the "
         "stored kernels at the sampled positions (sparse strategies; one more forward "
         "evaluation of the MLPs per step). Default: on; --no-write-back is the paper's step",
+    )
+    kernel.add_argument(
+        "--sampling",
+        choices=SAMPLINGS,
+        default="uniform",
+        help="how the sparse strategies draw positions: uniform (the paper's) or "
+        "stratified, spread over the kernel's frequencies by the size of the kernel "
+        "gradient (re-measured on one batch at the start of every epoch) with the "
+        "gradient reweighted to stay unbiased (default uniform)",
+    )
+    kernel.add_argument(
+        "--sampling-floor",
+        type=_unit_interval,
+        default=0.05,
+        metavar="F",
+        help="with --sampling stratified, the share of each step's positions spread "
+        "evenly over the frequencies, in [0, 1] (default 0.05)",
     )
     kernel.add_argument(
         "--chunk-size",
@@ -218,6 +237,8 @@ def train(args) -> int:
         generator_lr=args.generator_lr,
         write_back=args.write_back,
         generator_momentum=args.generator_momentum,
+        sampling=args.sampling,
+        sampling_floor=args.sampling_floor,
         seed=args.seed,
         width=args.width,
         depth=args.depth,

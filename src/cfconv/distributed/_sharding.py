@@ -25,7 +25,10 @@ def _model_size(mesh: Mesh) -> int:
 
 
 def _kernel_spec(mesh: Mesh, leaf: Any) -> P:
-    """A `(cin, cout, h, wf)` kernel: split over output channels."""
+    """A `(cin, cout, h, wf)` kernel: split over output channels; a state's other arrays
+    (its `frequency_weights`) are replicated."""
+    if leaf.ndim != 4:
+        return P()
     cout, size = leaf.shape[1], _model_size(mesh)
     if cout % size:
         raise ValueError(
@@ -96,7 +99,8 @@ def tree_shardings(tree: PyTree, mesh: Mesh) -> PyTree:
 
     - in a [`cfconv.KernelState`][] (the kernel, `(cin, cout, h, w // 2 + 1)`): split over
       output channels on the model axis, `PartitionSpec(None, "model")`; the model axis
-      must divide every layer's output channels;
+      must divide every layer's output channels (its `frequency_weights`, if any, are
+      replicated);
     - in a [`cfconv.KernelGenerator`][]: every array of its MLP stacks is split along the
       stack axis, `PartitionSpec("model")`, where the model axis divides the stack size.
       The stack axis is the output channel for `"hw_cin"` (one MLP per output channel), the

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .._positions import unravel_positions
-from .._state import KernelState, SparseKernel, blend
-from .._strategies import AbstractStrategy, Sparse, _check_step_kernel, _rewrite
+from .._state import SparseKernel, blend
+from .._strategies import AbstractStrategy, Sparse, _check_step_kernel, _rewrite, _scale_gradient
 from ._mesh import DATA_AXIS, MODEL_AXIS, check_mesh
 
 
@@ -50,8 +50,15 @@ class ShardedSparse(AbstractStrategy):
     def __call__(self, generator, state, spatial_shape, *, key=None):
         if key is None:
             raise ValueError("`key` is required by the ShardedSparse strategy (it samples)")
-        positions = self._spread(self.sparse.sample(generator, spatial_shape, key=key))
-        values = self.sparse.evaluate(generator, positions, spatial_shape)
+        if self.sparse.sampling == "uniform":
+            positions = self._spread(self.sparse.sample(generator, spatial_shape, key=key))
+            values = self.sparse.evaluate(generator, positions, spatial_shape)
+        else:
+            positions, scales = self.sparse.sample_stratified(generator, state, spatial_shape,
+                                                              key=key)  # fmt: skip
+            positions, scales = self._spread(positions), self._spread(scales)
+            values = _scale_gradient(self.sparse.evaluate(generator, positions, spatial_shape),
+                                     scales)  # fmt: skip
         return self._blend(state, positions, values)
 
     def after_update(self, generator, kernel, new_state, spatial_shape):
@@ -65,7 +72,7 @@ class ShardedSparse(AbstractStrategy):
         new = jax.lax.with_sharding_constraint(new_state.kernel, split)
         # As `Sparse.after_update`, indexed by (c_in, c_out, row, column) (see `_blend`).
         new = _rewrite(new, unravel_positions(positions, new.shape), kernel, values)
-        return KernelState(jax.lax.with_sharding_constraint(new, split))
+        return new_state.replace_kernel(jax.lax.with_sharding_constraint(new, split))
 
     def _spread(self, positions):
         """The positions split over every device (when the device count divides them)."""
@@ -88,7 +95,7 @@ class ShardedSparse(AbstractStrategy):
         index = unravel_positions(positions, old.shape)
         kernel, weights = blend(old, index, values, rate)
         kernel = jax.lax.with_sharding_constraint(kernel, split)
-        return SparseKernel(kernel, positions, values, weights), KernelState(kernel)
+        return SparseKernel(kernel, positions, values, weights), state.replace_kernel(kernel)
 
 
 def shard_strategy(strategy: AbstractStrategy, mesh: Mesh) -> AbstractStrategy:

@@ -9,6 +9,10 @@ from ._checkpoint import (
 from ._config import STRATEGY_NAMES as STRATEGY_NAMES, TrainConfig as TrainConfig
 from ._loop import NonFiniteLossError as NonFiniteLossError, fit as fit
 from ._optimizer import generator_labels as generator_labels, make_optimizer as make_optimizer
+from ._sampling import (
+    refresh_frequency_weights as refresh_frequency_weights,
+    uniform_frequency_weights as uniform_frequency_weights,
+)
 from ._step import (
     loss_and_accuracy as loss_and_accuracy,
     make_eval_step as make_eval_step,
@@ -28,5 +32,7 @@ __all__ = [
     "make_eval_step",
     "make_optimizer",
     "make_train_step",
+    "refresh_frequency_weights",
     "save_checkpoint",
+    "uniform_frequency_weights",
 ]

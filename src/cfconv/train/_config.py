@@ -5,7 +5,7 @@ from typing import Any
 
 import optax
 
-from .._strategies import AbstractStrategy, Chunked, Dense, Remat, Sparse
+from .._strategies import SAMPLINGS, AbstractStrategy, Chunked, Dense, Remat, Sparse
 from ..models import GENERATOR_KINDS, MODEL_NAMES
 
 
@@ -35,6 +35,12 @@ class TrainConfig:
       [`cfconv.train.make_optimizer`][] and `momentum`.
     - `generator_lr`: the learning rate of the generator MLPs (`None`: `lr`); see
       [`cfconv.train.make_optimizer`][].
+    - `sampling`: how the sparse strategies draw positions: `"uniform"` (the paper's) or
+      `"stratified"`, over the frequencies by the size of the kernel gradient, refreshed
+      at the start of every epoch ([`cfconv.Sparse`][]'s `sampling`,
+      [`cfconv.train.refresh_frequency_weights`][]).
+    - `sampling_floor`: with `"stratified"`, the share of each step's positions spread
+      evenly over the frequencies ([`cfconv.frequency_weights`][]'s `floor`).
     - `width`, `depth`: filters per layer and number of convolution layers.
     - `mlp_hidden`: the generator MLPs' hidden widths (`None`: the model's default).
     - `generator`: the generator MLPs of a CF-Conv net, `"sine"` or `"relu"` (the
@@ -59,6 +65,8 @@ class TrainConfig:
     generator_lr: float | None = None
     write_back: bool = True
     generator_momentum: float | None = None
+    sampling: str = "uniform"
+    sampling_floor: float = 0.05
     seed: int = 0
     width: int = 32
     depth: int = 6
@@ -90,6 +98,11 @@ class TrainConfig:
             raise ValueError(f"`generator_lr` must be positive or None, got {self.generator_lr}")
         if not isinstance(self.write_back, bool):
             raise ValueError(f"`write_back` must be a bool, got {self.write_back!r}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"`sampling` must be one of {SAMPLINGS}, got {self.sampling!r}")
+        floor = self.sampling_floor
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor <= 1:
+            raise ValueError(f"`sampling_floor` must be in [0, 1], got {floor!r}")
         momentum = self.generator_momentum
         if momentum is not None and (
             isinstance(momentum, bool)
@@ -107,9 +120,15 @@ class TrainConfig:
             "remat": lambda: Remat(),
             "scan": lambda: Chunked(chunk_size=self.chunk_size),
             "sparse-scan": lambda: Sparse(
-                self.positions, self.rate, chunk_size=self.chunk_size, write_back=self.write_back
+                self.positions,
+                self.rate,
+                chunk_size=self.chunk_size,
+                write_back=self.write_back,
+                sampling=self.sampling,
             ),
-            "sparse-vmap": lambda: Sparse(self.positions, self.rate, write_back=self.write_back),
+            "sparse-vmap": lambda: Sparse(
+                self.positions, self.rate, write_back=self.write_back, sampling=self.sampling
+            ),
         }[self.strategy]()
 
     @property
@@ -138,6 +157,7 @@ class TrainConfig:
         # Runs from before these fields existed made the paper's step with Adam's momentum.
         data.setdefault("write_back", False)
         data.setdefault("generator_momentum", 0.9)
+        data.setdefault("sampling", "uniform")
         if data.get("mlp_hidden") is not None:
             data["mlp_hidden"] = tuple(data["mlp_hidden"])
         return cls(**data)

@@ -16,13 +16,14 @@ import numpy as np
 from jax.sharding import Mesh
 
 from .._mlp import parameter_count
-from .._strategies import AbstractStrategy, Chunked
+from .._strategies import AbstractStrategy, Chunked, Sparse
 from ..data import Dataset, augment, batches, num_batches
 from ..distributed._mesh import DATA_AXIS, as_mesh, mesh_info
 from ..distributed._sharding import gather, shard
 from ..models import CFConvNet, make_model
 from ._checkpoint import atomic_write, load_checkpoint, load_metadata, save_checkpoint
 from ._config import TrainConfig
+from ._sampling import refresh_frequency_weights, uniform_frequency_weights
 from ._step import make_eval_step, make_train_step
 
 
@@ -184,7 +185,21 @@ def fit(
         key=k_model,
         **kwargs,
     )
+    if strategy is None:
+        strategy = config.kernel_strategy()
+    elif not isinstance(strategy, AbstractStrategy):
+        raise TypeError(
+            f"`strategy` must be a cfconv.AbstractStrategy or None, got {type(strategy).__name__}"
+        )
+    # Stratified sparse sampling: every epoch draws by the kernel gradient's frequencies.
+    stratified = (
+        isinstance(strategy, Sparse)
+        and strategy.sampling == "stratified"
+        and isinstance(model, CFConvNet)
+    )
     states = model.init_states(image_size, key=k_states)
+    if stratified:
+        states = uniform_frequency_weights(states)
     optimizer = config.optimizer()
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     key_data = jax.random.key_data(k_train)
@@ -220,12 +235,6 @@ def fit(
 
     augment_fn = augment if config.augment else None
     standardize = _standardizer(train_data)
-    if strategy is None:
-        strategy = config.kernel_strategy()
-    elif not isinstance(strategy, AbstractStrategy):
-        raise TypeError(
-            f"`strategy` must be a cfconv.AbstractStrategy or None, got {type(strategy).__name__}"
-        )
     train_step = make_train_step(optimizer, strategy, image_size, augment=augment_fn,
                                  preprocess=standardize, mesh=mesh)  # fmt: skip
     eval_step = make_eval_step(image_size, preprocess=standardize, mesh=mesh)
@@ -263,6 +272,13 @@ def fit(
         losses, accuracies = [], []
         start = time.perf_counter()
         data = batches(train_data, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch)
+        if stratified:
+            first = batches(train_data, config.batch_size, shuffle=True, seed=config.seed,
+                            epoch=epoch)  # fmt: skip
+            images, labels = next(iter(first))
+            states = refresh_frequency_weights(model, states, images, labels, image_size,
+                                               preprocess=standardize,
+                                               floor=config.sampling_floor)  # fmt: skip
         timed_steps = steps_per_epoch
         for i, (images, labels) in enumerate(data):
             model, states, opt_state, metrics = train_step(
