@@ -35,6 +35,27 @@ def test_sampling_everything_gives_the_exact_gradient():
     assert "| 1 | 1.00 1.00 | 1.000 |" in table
 
 
+def test_stratified_steps_agree_with_the_exact_gradient():
+    model, images, labels = _setup()
+    weight_batch = (images[::-1], labels[::-1])
+    result = sparse_gradient_agreement(model, images, labels, [1.0, 0.2], repeats=3,
+                                       key=jax.random.key(1), sampling="stratified",
+                                       weight_batch=weight_batch)  # fmt: skip
+    # The whole grid, stratified or not, is the dense step.
+    assert result["cosine"][0] == pytest.approx([1.0, 1.0], abs=1e-4)
+    assert result["norm_ratio"][0] == pytest.approx([1.0, 1.0], abs=1e-3)
+    assert all(0.0 < c < 0.999 for c in result["cosine"][1])
+    # The zero frequency's share of the exact kernel gradient, per layer.
+    assert len(result["zero_frequency_share"]) == 2
+    assert all(0 < share < 1 for share in result["zero_frequency_share"])
+    with pytest.raises(ValueError, match="`weight_batch`"):
+        sparse_gradient_agreement(model, images, labels, [0.5], key=jax.random.key(0),
+                                  sampling="stratified")  # fmt: skip
+    with pytest.raises(ValueError, match="`sampling`"):
+        sparse_gradient_agreement(model, images, labels, [0.5], key=jax.random.key(0),
+                                  sampling="importance")  # fmt: skip
+
+
 def test_bad_arguments_are_named():
     model, images, labels = _setup()
     with pytest.raises(ValueError, match="`fractions`"):
@@ -52,6 +73,10 @@ def test_cli_prints_the_table(capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "| 1 | 1.00 | 1.000 | 1.000 |" in out
+    assert "at the zero frequency: " in out
+    assert main(argv + ["--sampling", "stratified"]) == 0
+    out = capsys.readouterr().out
+    assert "stratified by the kernel gradient" in out and "| 1 | 1.00 | 1.000 | 1.000 |" in out
     with pytest.raises(SystemExit):
         main(["gradient-noise", "--fractions", "0,1"])
     assert "each fraction must be in (0, 1]" in capsys.readouterr().err

@@ -232,7 +232,10 @@ def run_sparse_ablation(
     if unknown or not variants:
         raise ValueError(f"`variants` must be a non-empty subset of {tuple(VARIANTS)}, got "
                          f"{tuple(variants)}")  # fmt: skip
-    ignored = sorted(set(config) & {"strategy", "positions", "chunk_size", "write_back"})
+    ignored = sorted(
+        set(config)
+        & {"strategy", "positions", "chunk_size", "write_back", "sampling", "sampling_floor"}
+    )
     if ignored:
         raise ValueError(f"{ignored} would be ignored: each variant sets its own strategy "
                          f"(`variants`, `fraction`, `rate`)")  # fmt: skip

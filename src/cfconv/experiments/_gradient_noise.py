@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from .._strategies import Chunked, Sparse
+from .._strategies import SAMPLINGS, Chunked, Sparse
 from ..models import AbstractModel, CFConvNet
+from ..train._sampling import _kernel_gradients, refresh_frequency_weights
 
 
 def _generator_gradients(model: AbstractModel, kernels, images, labels) -> list[Array]:
@@ -39,6 +40,9 @@ def sparse_gradient_agreement(
     *,
     repeats: int = 8,
     key: PRNGKeyArray,
+    sampling: str = "uniform",
+    weight_batch: tuple[Array, Array] | None = None,
+    floor: float = 0.05,
 ) -> dict[str, list]:
     r"""Compare one sparse step's generator gradients with the exact gradient.
 
@@ -60,11 +64,18 @@ def sparse_gradient_agreement(
     - `fractions`: fractions of each layer's kernel grid sampled per step, in `(0, 1]`.
     - `repeats`: draws per fraction.
     - `key`: a PRNG key.
+    - `sampling`: `"uniform"` (default) or `"stratified"`: the positions of
+      [`cfconv.Sparse`][]'s `sampling`, drawn by `frequency_weights` made from the
+      stored kernels' gradient on `weight_batch` (`(images, labels)`, another batch than
+      the one measured, as in training, where the weights come from an earlier batch)
+      with [`cfconv.train.refresh_frequency_weights`][] and `floor`.
 
     **Returns:**
 
     `{"fractions": [...], "cosine": [[per layer] per fraction], "cosine_of_mean": ...,
-    "norm_ratio": ...}`.
+    "norm_ratio": ..., "zero_frequency_share": [per layer]}`, the last the share of the
+    exact kernel gradient's magnitude (summed over the channel pairs) at the zero
+    frequency.
     """
     if not isinstance(model, CFConvNet):
         raise TypeError(f"`model` must be a cfconv.models.CFConvNet, got {type(model).__name__}")
@@ -73,9 +84,21 @@ def sparse_gradient_agreement(
         raise ValueError(f"`fractions` must be non-empty, each in (0, 1], got {fractions}")
     if not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"`repeats` must be a positive integer, got {repeats!r}")
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"`sampling` must be one of {SAMPLINGS}, got {sampling!r}")
+    if sampling == "stratified" and weight_batch is None:
+        raise ValueError("`weight_batch` is required with `sampling='stratified'`")
     image_size = (images.shape[-2], images.shape[-1])
     states = model.init_states(image_size, key=jax.random.key(0))
     states = model.kernels(states, image_size, Chunked())[1]
+    kernel_gradients = _kernel_gradients(model, states, images, labels, image_size)
+    shares = []
+    for gradient in kernel_gradients:
+        magnitude = jnp.abs(gradient).sum(axis=(0, 1))
+        shares.append(float(magnitude[0, 0] / magnitude.sum()))
+    if sampling == "stratified":
+        assert weight_batch is not None
+        states = refresh_frequency_weights(model, states, *weight_batch, image_size, floor=floor)
     grids = [math.prod(layer.generator.grid_shape(image_size)) for layer in model.layers]
 
     exact = eqx.filter_jit(_generator_gradients)(
@@ -86,14 +109,19 @@ def sparse_gradient_agreement(
         return float(jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b)))
 
     result: dict[str, list] = {"fractions": fractions, "cosine": [], "cosine_of_mean": [],
-                               "norm_ratio": []}  # fmt: skip
+                               "norm_ratio": [], "zero_frequency_share": shares}  # fmt: skip
     for fraction in fractions:
         nums = [max(1, round(fraction * g)) for g in grids]
 
         def kernels(model, key, nums=nums):
             keys = jax.random.split(key, len(model.layers))
             return tuple(
-                layer.kernel(state, image_size, Sparse(num, rate=1.0, replace=False), key=k)[0]
+                layer.kernel(
+                    state,
+                    image_size,
+                    Sparse(num, rate=1.0, replace=False, sampling=sampling),
+                    key=k,
+                )[0]  # fmt: skip
                 for layer, state, num, k in zip(model.layers, states, nums, keys)
             )
 
@@ -153,19 +181,30 @@ def gradient_noise_command(args) -> int:
         print(f"cfconv gradient-noise: --model {args.model} has no kernel generators",
               file=sys.stderr)  # fmt: skip
         return 2
-    images, labels = next(iter(batches(train_data, min(args.batch_size, len(train_data)),
-                                       shuffle=True, seed=args.seed)))  # fmt: skip
-    images = _standardizer(train_data)(images)
+    data = iter(batches(train_data, min(args.batch_size, len(train_data)), shuffle=True,
+                        seed=args.seed))  # fmt: skip
+    standardize = _standardizer(train_data)
+    images, labels = next(data)
+    images = standardize(images)
+    weight_images, weight_labels = next(data, (images, labels))  # the next batch, if any
+    weight_batch = (standardize(weight_images), weight_labels)
     print(f"cfconv gradient-noise: {args.model} net (width {args.width}, depth {args.depth}, "
           f"{args.generator} generators) at initialisation, one batch of {len(labels)} digits, "
-          f"{args.repeats} draws per fraction; sparse steps with rate 1, without replacement",
+          f"{args.repeats} draws per fraction; sparse steps with rate 1, "
+          + ("without replacement" if args.sampling == "uniform" else
+             f"positions stratified by the kernel gradient of the next batch "
+             f"(floor {args.sampling_floor})"),
           flush=True)  # fmt: skip
     try:
         result = sparse_gradient_agreement(model, images, labels, args.fractions,
-                                           repeats=args.repeats, key=k_draws)  # fmt: skip
+                                           repeats=args.repeats, key=k_draws,
+                                           sampling=args.sampling, weight_batch=weight_batch,
+                                           floor=args.sampling_floor)  # fmt: skip
     except ValueError as error:
         print(f"cfconv gradient-noise: {error}", file=sys.stderr)
         return 2
+    shares = " ".join(f"{share:.2f}" for share in result["zero_frequency_share"])
+    print(f"share of each layer's kernel gradient at the zero frequency: {shares}")
     print()
     print(format_agreement(result))
     return 0
@@ -202,5 +241,16 @@ def add_gradient_noise_arguments(p, positive_int, non_negative_int) -> None:
         help="fractions of each kernel grid sampled per step (0.02,0.1,0.4,1)",
     )
     p.add_argument("--repeats", type=positive_int, default=8, help="draws per fraction (8)")
+    p.add_argument("--sampling", choices=SAMPLINGS, default="uniform",
+                   help="positions drawn uniformly without replacement (default), or "
+                   "stratified over the frequencies by the kernel gradient of the next "
+                   "batch (cfconv train --sampling stratified)")  # fmt: skip
+    p.add_argument(
+        "--sampling-floor",
+        type=float,
+        default=0.05,
+        metavar="F",
+        help="with --sampling stratified, the share spread evenly (0.05)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=32, help="digits in the batch (32)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (0)")
