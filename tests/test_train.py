@@ -1,5 +1,6 @@
 """Training steps, the training loop, checkpoints and resume, and the command line."""
 
+import dataclasses
 import json
 
 import equinox as eqx
@@ -150,20 +151,23 @@ def test_checkpoint_write_is_atomic(tmp_path):
 _COMPARED = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 
 
-@pytest.mark.parametrize("model", ["spatial", "hw_cin_cout"])
-def test_resume_reproduces_an_uninterrupted_run(tmp_path, model):
+@pytest.mark.parametrize(
+    "model, sampling",
+    [("spatial", "uniform"), ("hw_cin_cout", "uniform"), ("hw_cin_cout", "stratified")],
+)
+def test_resume_reproduces_an_uninterrupted_run(tmp_path, model, sampling):
     data = _toy_dataset(96)
     train, val = cfconv.data.train_val_split(data, val_fraction=0.25, seed=0)
-    config = TrainConfig(model=model, positions=64, epochs=3, **SMALL)
+    config = TrainConfig(model=model, positions=64, epochs=3, sampling=sampling, **SMALL)
     full = fit(config, train, val, checkpoint_dir=tmp_path / "a", log=None)
-    fit(TrainConfig(model=model, positions=64, epochs=1, **SMALL), train, val,
-        checkpoint_dir=tmp_path / "b", log=None)  # fmt: skip
+    fit(dataclasses.replace(config, epochs=1), train, val, checkpoint_dir=tmp_path / "b",
+        log=None)  # fmt: skip
     resumed = fit(config, train, val, checkpoint_dir=tmp_path / "b", resume=True, log=None)
     assert [[e[k] for k in _COMPARED] for e in resumed["epochs"]] == [
         [e[k] for k in _COMPARED] for e in full["epochs"]
     ]
     # A resumed run refuses other settings (except the number of epochs).
-    other = TrainConfig(model=model, positions=64, epochs=3, **{**SMALL, "seed": 1})
+    other = dataclasses.replace(config, seed=1)
     with pytest.raises(ValueError, match="seed"):
         fit(other, train, val, checkpoint_dir=tmp_path / "b", resume=True, log=None)
 
