@@ -258,8 +258,10 @@ def _allocate(
         raise ValueError(
             f"`num` must be in [1, {capacity * strata}] ({strata} strata of {capacity}), got {num}"
         )
-    # R quanta per position, with num * R <= 2^30 so that int32 sums cannot overflow.
+    # R quanta per position, with num * R <= 2^30 so that int32 sums cannot overflow (no
+    # stratum can take more than `num` positions anyway).
     resolution = 2 ** max(0, min(16, 30 - math.ceil(math.log2(num + 1))))
+    capacity = min(capacity, num)
     quanta = jnp.minimum(
         jnp.floor(_shares(weights, num, capacity) * resolution), capacity * resolution
     ).astype(jnp.int32)
