@@ -113,7 +113,10 @@ def fit(
     than the sparse updates can carry it into the stored kernel (see
     [`cfconv.train.make_optimizer`][]).
 
-    Each epoch: shuffled batches (a function of `seed` and the epoch), one jitted
+    Each epoch: shuffled batches (a function of `seed` and the epoch); with a
+    [`cfconv.Sparse`][] strategy whose `sampling` is `"stratified"`, first new
+    `frequency_weights` for the kernel states from the epoch's first batch
+    ([`cfconv.train.refresh_frequency_weights`][], with `config.sampling_floor`); one jitted
     [`cfconv.train.make_train_step`][] per batch, evaluation on `val_data` with the
     stored kernels, then (optionally) an atomic checkpoint of the model, kernel states,
     optimizer state, PRNG key and metrics. All randomness derives from `seed` and the
