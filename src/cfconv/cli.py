@@ -124,6 +124,13 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "evenly over the frequencies, in [0, 1] (default 0.05)",
     )
     kernel.add_argument(
+        "--state-init",
+        choices=("uniform", "generator"),
+        default="uniform",
+        help="start the stored kernels as uniform noise (the paper's) or as the "
+        "generators' kernels, evaluated everywhere once (default uniform)",
+    )
+    kernel.add_argument(
         "--chunk-size",
         type=_positive_int,
         default=2**15,
@@ -239,6 +246,7 @@ def train(args) -> int:
         generator_momentum=args.generator_momentum,
         sampling=args.sampling,
         sampling_floor=args.sampling_floor,
+        state_init=args.state_init,
         seed=args.seed,
         width=args.width,
         depth=args.depth,

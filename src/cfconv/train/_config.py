@@ -12,6 +12,9 @@ from ..models import GENERATOR_KINDS, MODEL_NAMES
 STRATEGY_NAMES: tuple[str, ...] = ("naive", "remat", "scan", "sparse-scan", "sparse-vmap")
 """The paper's training methods (Tables 2 and 3), as `cfconv train --strategy` names."""
 
+STATE_INITS: tuple[str, ...] = ("uniform", "generator")
+"""How [`cfconv.train.fit`][] starts the stored kernels (`TrainConfig.state_init`)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -41,6 +44,10 @@ class TrainConfig:
       [`cfconv.train.refresh_frequency_weights`][]).
     - `sampling_floor`: with `"stratified"`, the share of each step's positions spread
       evenly over the frequencies ([`cfconv.frequency_weights`][]'s `floor`).
+    - `state_init`: the CF-Conv nets' stored kernels start as `"uniform"` noise (the
+      paper's, `init_states`) or as the `"generator"`s'
+      kernels, evaluated everywhere once. Sparse updates overwrite a stored kernel only
+      where they sample it, so noise that is rarely sampled stays for long.
     - `width`, `depth`: filters per layer and number of convolution layers.
     - `mlp_hidden`: the generator MLPs' hidden widths (`None`: the model's default).
     - `generator`: the generator MLPs of a CF-Conv net, `"sine"` or `"relu"` (the
@@ -67,6 +74,7 @@ class TrainConfig:
     generator_momentum: float | None = None
     sampling: str = "uniform"
     sampling_floor: float = 0.05
+    state_init: str = "uniform"
     seed: int = 0
     width: int = 32
     depth: int = 6
@@ -100,6 +108,8 @@ class TrainConfig:
             raise ValueError(f"`write_back` must be a bool, got {self.write_back!r}")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"`sampling` must be one of {SAMPLINGS}, got {self.sampling!r}")
+        if self.state_init not in STATE_INITS:
+            raise ValueError(f"`state_init` must be one of {STATE_INITS}, got {self.state_init!r}")
         floor = self.sampling_floor
         if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor <= 1:
             raise ValueError(f"`sampling_floor` must be in [0, 1], got {floor!r}")
@@ -158,6 +168,7 @@ class TrainConfig:
         data.setdefault("write_back", False)
         data.setdefault("generator_momentum", 0.9)
         data.setdefault("sampling", "uniform")
+        data.setdefault("state_init", "uniform")
         if data.get("mlp_hidden") is not None:
             data["mlp_hidden"] = tuple(data["mlp_hidden"])
         return cls(**data)

@@ -71,6 +71,12 @@ class _Progress:
         self.stream.flush()
 
 
+@eqx.filter_jit
+def _generated_states(model, states, image_size, chunk_size: int):
+    """The states a dense strategy would store: every generator's kernel, in chunks."""
+    return model.kernels(states, image_size, Chunked(chunk_size=chunk_size))[1]
+
+
 def _standardizer(data: Dataset):
     """Per-channel standardisation with the training set's mean and standard deviation."""
     pixels = data.images.reshape(-1, data.channels).astype(np.float64) / 255.0
@@ -201,6 +207,9 @@ def fit(
         and isinstance(model, CFConvNet)
     )
     states = model.init_states(image_size, key=k_states)
+    if config.state_init == "generator" and isinstance(model, CFConvNet):
+        # Stored kernels that start as the generators' kernels (evaluated everywhere).
+        states = _generated_states(model, states, image_size, config.chunk_size)
     if stratified:
         states = uniform_frequency_weights(states)
     optimizer = config.optimizer()
@@ -243,10 +252,8 @@ def fit(
     eval_step = make_eval_step(image_size, preprocess=standardize, mesh=mesh)
     writer = jax.process_index() == 0  # with several processes, one writes the files
 
-    @eqx.filter_jit
     def refresh(model, states):
-        # The generators' kernels everywhere (what a dense strategy would store).
-        return model.kernels(states, image_size, Chunked(chunk_size=config.chunk_size))[1]
+        return _generated_states(model, states, image_size, config.chunk_size)
 
     # How far the stored kernels lag the generators (sparse strategies only).
     measure_lag = not strategy.generates_state and isinstance(model, CFConvNet)
