@@ -364,7 +364,8 @@ def test_kernel_lag_is_recorded_for_sparse_runs(tmp_path):
     data = _toy_dataset(64)
     train, val = cfconv.data.train_val_split(data, val_fraction=0.25, seed=0)
     config = TrainConfig(model="hw_cin_cout", strategy="sparse-vmap", positions=64, epochs=1,
-                         augment=False, **SMALL)  # fmt: skip
+                         augment=False, sampling="uniform", state_init="uniform",
+                         **SMALL)  # fmt: skip
     result = fit(config, train, val, checkpoint_dir=tmp_path, log=None)
     lag = result["epochs"][-1]["kernel_lag"]
     # Independently: the saved stored kernels against the saved generators' kernels.
@@ -385,3 +386,22 @@ def test_kernel_lag_is_recorded_for_sparse_runs(tmp_path):
     assert min(lag) > 0.1
     dense = TrainConfig(model="hw_cin_cout", strategy="naive", epochs=1, augment=False, **SMALL)
     assert "kernel_lag" not in fit(dense, train, val, log=None)["epochs"][-1]
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "stratified"])
+def test_state_init_generator_starts_the_stored_kernels_at_the_generators(sampling):
+    data = _toy_dataset(64)
+    train, val = cfconv.data.train_val_split(data, val_fraction=0.25, seed=0)
+    # A learning rate so small that the generators stay put: the stored kernels then stay
+    # at their kernels if they started there, and far from them if they started as noise.
+    config = TrainConfig(model="hw_cin_cout", positions=64, epochs=1, lr=1e-12,
+                         sampling=sampling, state_init="generator", **SMALL)  # fmt: skip
+    lag = fit(config, train, val, log=None)["epochs"][-1]["kernel_lag"]
+    assert max(lag) < 1e-3
+    noise = dataclasses.replace(config, state_init="uniform")
+    assert min(fit(noise, train, val, log=None)["epochs"][-1]["kernel_lag"]) > 0.1
+    old = config.to_json()
+    del old["state_init"]
+    assert TrainConfig.from_json(old).state_init == "uniform"
+    with pytest.raises(ValueError, match="`state_init`"):
+        TrainConfig(state_init="zeros")
