@@ -46,12 +46,13 @@ def _stripes(n, size=8, channels=3, classes=3, seed=0):
     return Dataset(images, labels.astype(np.int32), tuple(f"c{k}" for k in range(classes)))
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+@pytest.fixture(scope="module", params=["uniform", "stratified"])
+def checkpoint(tmp_path_factory, request):
     """A one-epoch run of a small CF-Conv net on 3-channel images of 3 classes."""
     folder = tmp_path_factory.mktemp("run")
     config = TrainConfig(model="hw_cin_cout", positions=64, epochs=1, width=4, depth=2,
-                         image_size=8, batch_size=8, mlp_hidden=(8, 8))  # fmt: skip
+                         image_size=8, batch_size=8, mlp_hidden=(8, 8),
+                         sampling=request.param)  # fmt: skip
     fit(config, _stripes(24), _stripes(9, seed=1), checkpoint_dir=folder, log=None)
     return folder
 

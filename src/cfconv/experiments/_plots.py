@@ -189,6 +189,7 @@ def _record_shapes(path: pathlib.Path, count: int) -> list[tuple[int, ...]]:
 def _template(config, in_channels: int, num_classes: int):
     """What `cfconv train` saves, as shapes only: (model, states, opt_state, key_data)."""
     from ..models import make_model
+    from ..train._sampling import stratifies, uniform_frequency_weights
 
     def build():
         key = jax.random.key(config.seed)
@@ -203,6 +204,8 @@ def _template(config, in_channels: int, num_classes: int):
                      depth=config.depth)  # fmt: skip
         model = make_model(config.model, key=k_model, **sizes, **kwargs)
         states = model.init_states(size, key=k_states)
+        if stratifies(config.kernel_strategy(), model):
+            states = uniform_frequency_weights(states)
         opt_state = config.optimizer().init(eqx.filter(model, eqx.is_inexact_array))
         return model, states, opt_state, jax.random.key_data(key)
 

@@ -16,14 +16,14 @@ import numpy as np
 from jax.sharding import Mesh
 
 from .._mlp import parameter_count
-from .._strategies import AbstractStrategy, Chunked, Sparse
+from .._strategies import AbstractStrategy, Chunked
 from ..data import Dataset, augment, batches, num_batches
 from ..distributed._mesh import DATA_AXIS, as_mesh, mesh_info
 from ..distributed._sharding import gather, shard
 from ..models import CFConvNet, make_model
 from ._checkpoint import atomic_write, load_checkpoint, load_metadata, save_checkpoint
 from ._config import TrainConfig
-from ._sampling import refresh_frequency_weights, uniform_frequency_weights
+from ._sampling import refresh_frequency_weights, stratifies, uniform_frequency_weights
 from ._step import make_eval_step, make_train_step
 
 
@@ -201,11 +201,7 @@ def fit(
             f"`strategy` must be a cfconv.AbstractStrategy or None, got {type(strategy).__name__}"
         )
     # Stratified sparse sampling: every epoch draws by the kernel gradient's frequencies.
-    stratified = (
-        isinstance(strategy, Sparse)
-        and strategy.sampling == "stratified"
-        and isinstance(model, CFConvNet)
-    )
+    stratified = stratifies(strategy, model)
     states = model.init_states(image_size, key=k_states)
     if config.state_init == "generator" and isinstance(model, CFConvNet):
         # Stored kernels that start as the generators' kernels (evaluated everywhere).

@@ -10,9 +10,21 @@ from jaxtyping import Array, Float, Int
 
 from .._positions import frequency_weights
 from .._state import KernelState
-from .._strategies import Stored
+from .._strategies import Sparse, Stored
 from ..models import AbstractModel
 from ._step import loss_and_accuracy
+
+
+def stratifies(strategy, model) -> bool:
+    """Whether `fit` trains `model` with `strategy` by stratified sampling (and so keeps
+    `frequency_weights` in its kernel states)."""
+    from ..models import CFConvNet
+
+    return (
+        isinstance(strategy, Sparse)
+        and strategy.sampling == "stratified"
+        and isinstance(model, CFConvNet)
+    )
 
 
 def uniform_frequency_weights(states: tuple[KernelState, ...]) -> tuple[KernelState, ...]:
