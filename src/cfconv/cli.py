@@ -109,11 +109,11 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     kernel.add_argument(
         "--sampling",
         choices=SAMPLINGS,
-        default="uniform",
-        help="how the sparse strategies draw positions: uniform (the paper's) or "
-        "stratified, spread over the kernel's frequencies by the size of the kernel "
-        "gradient (re-measured on one batch at the start of every epoch) with the "
-        "gradient reweighted to stay unbiased (default uniform)",
+        default="stratified",
+        help="how the sparse strategies draw positions: stratified, spread over the "
+        "kernel's frequencies by the size of the kernel gradient (re-measured on one "
+        "batch at the start of every epoch) with the gradient reweighted to stay "
+        "unbiased, or uniform (the paper's). Default: stratified",
     )
     kernel.add_argument(
         "--sampling-floor",
@@ -126,9 +126,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     kernel.add_argument(
         "--state-init",
         choices=("uniform", "generator"),
-        default="uniform",
-        help="start the stored kernels as uniform noise (the paper's) or as the "
-        "generators' kernels, evaluated everywhere once (default uniform)",
+        default="generator",
+        help="start the stored kernels as the generators' kernels, evaluated everywhere "
+        "once, or as uniform noise (the paper's). Default: generator",
     )
     kernel.add_argument(
         "--chunk-size",

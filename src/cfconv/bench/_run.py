@@ -55,7 +55,8 @@ def _training_variant(name: str, config: BenchConfig) -> tuple[str, Any]:
             num = next(p for p in config.positions if name == f"{prefix}-{position_label(p)}")
             # The paper's step (no write-back), which the paper's tables time.
             train = TrainConfig(strategy=prefix, positions=num, rate=RATE,
-                                chunk_size=config.chunk_size, write_back=False)  # fmt: skip
+                                chunk_size=config.chunk_size, write_back=False,
+                                sampling="uniform")  # fmt: skip
             return "hw_cin_cout", train.kernel_strategy()
     train = TrainConfig(strategy=name, chunk_size=config.chunk_size)
     return "hw_cin_cout", train.kernel_strategy()

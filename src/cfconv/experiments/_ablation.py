@@ -216,7 +216,8 @@ def run_sparse_ablation(
       the bundled digits, split 80/20 by `seed` as `cfconv train` does.
     - `log`: where the training progress goes (`None`: silent).
     - `**config`: further fields of [`cfconv.train.TrainConfig`][] (e.g. `epochs`,
-      `seed`, `width`, `depth`, `model`).
+      `seed`, `width`, `depth`, `model`; `state_init` defaults to `"uniform"` here, the
+      paper's initial stored kernels, unlike `cfconv train`).
 
     **Returns:**
 
@@ -239,8 +240,9 @@ def run_sparse_ablation(
     if ignored:
         raise ValueError(f"{ignored} would be ignored: each variant sets its own strategy "
                          f"(`variants`, `fraction`, `rate`)")  # fmt: skip
+    # The stored kernels start as the paper's noise unless `state_init` says otherwise.
     train_config = TrainConfig(**{"rate": rate, "generator_momentum": generator_momentum,
-                                  **config})  # fmt: skip
+                                  "state_init": "uniform", **config})  # fmt: skip
     if train_config.model in ("spatial", "fourier"):
         raise ValueError(f"`model` must be a CF-Conv net, got {train_config.model!r}")
     if (train_data is None) != (val_data is None):
