@@ -224,16 +224,17 @@ def position_coordinates(
 
 def _shares(weights: Float[Array, " strata"], num: int, capacity: int) -> Float[Array, " strata"]:
     r"""Real shares $\min(\text{capacity}, \lambda w_f)$ of `num` in proportion to
-    `weights`, with $\lambda$ such that they sum to `num` (to float rounding)."""
+    `weights`, with $\lambda$ such that they sum to `num` (to float rounding). Strata of
+    weight 0 get nothing, unless the others cannot take `num` between them: then they are
+    all full and the weight-0 strata share the rest evenly."""
     strata = weights.shape[0]
     weights = jnp.asarray(weights, jnp.float32)
     total = weights.sum()
     # Equal weights where all are zero (or not finite), rather than no allocation at all.
     usable = jnp.isfinite(total) & (total > 0)
     weights = jnp.where(usable, weights / jnp.where(usable, total, 1.0), 1.0 / strata)
-    # A weight too small to matter for every stratum, so that together they can always
-    # take `num` positions (a stratum of weight 0 gets some only when the others are full).
-    weights = weights + 1e-6 / strata
+    positive = weights > 0
+    room = capacity * positive.sum()
 
     def halve(_, bounds):
         low, high = bounds
@@ -241,9 +242,23 @@ def _shares(weights: Float[Array, " strata"], num: int, capacity: int) -> Float[
         short = jnp.minimum(capacity, mid * weights).sum() < num
         return jnp.where(short, mid, low), jnp.where(short, high, mid)
 
-    high = jnp.asarray(num, jnp.float32) / jnp.min(weights)
+    high = jnp.asarray(num, jnp.float32) / jnp.min(jnp.where(positive, weights, 1.0))
     _, high = jax.lax.fori_loop(0, 60, halve, (jnp.zeros((), jnp.float32), high))
-    return jnp.minimum(capacity, high * weights)
+    filled = jnp.minimum(capacity, high * weights)
+    spill = jnp.where(positive, capacity, (num - room) / jnp.maximum(strata - positive.sum(), 1))
+    return jnp.where(room >= num, filled, spill)
+
+
+def _spread(quanta: Int[Array, " strata"], off, limit) -> Int[Array, " strata"]:
+    """`quanta` with `off` (of either sign) added, largest strata first, none going below
+    0 or above `limit`."""
+    order = jnp.argsort(-quanta, stable=True)
+    sorted_quanta = quanta[order]
+    # How much each stratum can take (off > 0) or give (off < 0), in that order.
+    slack = jnp.where(off > 0, limit - sorted_quanta, sorted_quanta)
+    before = jnp.cumsum(slack) - slack
+    moved = jnp.clip(jnp.abs(off) - before, 0, slack)
+    return quanta.at[order].add(jnp.sign(off) * moved)
 
 
 def _allocate(
@@ -262,15 +277,12 @@ def _allocate(
     # stratum can take more than `num` positions anyway).
     resolution = 2 ** max(0, min(16, 30 - math.ceil(math.log2(num + 1))))
     capacity = min(capacity, num)
-    quanta = jnp.minimum(
-        jnp.floor(_shares(weights, num, capacity) * resolution), capacity * resolution
-    ).astype(jnp.int32)
-    # Float rounding leaves the total a little off: settle it on the largest share (with
-    # room for it), where it matters least.
-    off = num * resolution - quanta.sum()
-    room = capacity * resolution - quanta >= off
-    settle = jnp.argmax(jnp.where(room, quanta, -1))
-    quanta = quanta.at[settle].add(off)
+    limit = capacity * resolution
+    quanta = jnp.minimum(jnp.floor(_shares(weights, num, capacity) * resolution), limit).astype(
+        jnp.int32
+    )
+    # Float rounding leaves the total a little off: settle it on the largest shares.
+    quanta = _spread(quanta, num * resolution - quanta.sum(), limit)
     ends = jnp.cumsum(quanta)
     offset = jax.random.randint(key, (), 0, resolution, dtype=jnp.int32)
     counts = (ends + offset) // resolution - (ends - quanta + offset) // resolution
@@ -308,12 +320,13 @@ def stratified_positions(
     $F = h \cdot wf$ frequencies: the inverse of its probability of being drawn, times
     `num / size`. A sum of per-position terms $c_p$ over the sample, each times its scale,
     then has the expectation $(\text{num} / \text{size}) \sum_p c_p$ over the whole grid,
-    as the plain sum over uniformly drawn positions has. With equal weights (and `num`
-    a multiple of $F$) every scale is 1. A frequency of weight 0 is drawn only when the
-    others cannot take all `num` positions; one whose share is below the fixed-point
+    as the plain sum over uniformly drawn positions has, except for the frequencies that
+    are never drawn: those of weight 0 (drawn only when the others cannot take all
+    `num` positions between them) and those whose share is below the fixed-point
     resolution of the shares ($2^{-11}$ of a position at `num` $= 2^{18}$; $2^{30} /
-    \text{num}$ parts of a position, at most $2^{16}$) is never drawn, and contributes
-    nothing.
+    \text{num}$ parts of a position, at most $2^{16}$). With equal weights (and `num` a
+    multiple of $F$) every scale is 1; a small share gives a large scale, which
+    [`cfconv.frequency_weights`][]'s `floor` bounds (by $1 / \text{floor}$).
 
     **Arguments:**
 
@@ -335,6 +348,10 @@ def stratified_positions(
             f"`frequency_weights` must have shape {(h, wf)} (the grid's frequencies), got "
             f"{frequency_weights.shape}"
         )
+    if not isinstance(frequency_weights, jax.core.Tracer):
+        values = np.asarray(frequency_weights)  # NumPy: not staged even under a trace
+        if not np.all(np.isfinite(values) & (values >= 0)):
+            raise ValueError("`frequency_weights` must be finite and non-negative")
     pairs, frequencies = cin * cout, h * wf
     if num > pairs * frequencies:
         raise ValueError(f"`num` must be at most the grid size {pairs * frequencies}, got {num}")
@@ -345,7 +362,11 @@ def stratified_positions(
     slot = jnp.arange(num, dtype=jnp.int32)
     frequency = jnp.searchsorted(ends, slot, side="right").astype(jnp.int32)
     rank = slot - (ends - counts)[frequency]
-    steps = jnp.asarray(_coprime_steps(pairs))
+    # A random step coprime with the number of pairs spreads a frequency's pairs out;
+    # where rank * step could overflow the index dtype, a random start alone (step 1)
+    # keeps every pair equally likely.
+    overflow = (pairs - 1) ** 2 > jnp.iinfo(dtype).max
+    steps = jnp.asarray(_coprime_steps(pairs) if not overflow else np.ones(1, np.int32))
     start = jax.random.randint(key_start, (frequencies,), 0, pairs, dtype=jnp.int32)
     step = steps[jax.random.randint(key_step, (frequencies,), 0, steps.shape[0])]
     # (start + rank * step) mod pairs, without overflowing int32 for large grids.

@@ -341,7 +341,7 @@ def sparse_update(
 
     **Returns:**
 
-    A [`cfconv.SparseKernel`][]; `cfconv.KernelState(result.kernel)` is the next state.
+    A [`cfconv.SparseKernel`][]; `state.replace_kernel(result.kernel)` is the next state.
 
     !!! example
 
@@ -349,7 +349,7 @@ def sparse_update(
         positions = cfconv.sample_positions(key, state.kernel.shape, 4096)
         step = cfconv.sparse_update(state, positions, generator(positions, (h, w)))
         ys = jax.vmap(cfconv.spectral_conv, (0, None))(xs, step)
-        state = cfconv.KernelState(step.kernel)
+        state = state.replace_kernel(step.kernel)
         ```
     """
     rate = _check_update(state, positions, values, rate)

@@ -89,11 +89,11 @@ class AbstractStrategy(eqx.Module):
         return new_state
 
 
-def _dense_result(kernel: FourierKernel) -> tuple[FourierKernel, KernelState]:
+def _dense_result(kernel: FourierKernel, state: KernelState) -> tuple[FourierKernel, KernelState]:
     # Dense training stores the kernel it generated, so that inference can use the state.
     # That kernel belongs to the parameters *before* this step's optimizer update;
     # regenerate it (e.g. with this strategy) after the last update before inference.
-    return kernel, KernelState(jax.lax.stop_gradient(kernel))
+    return kernel, state.replace_kernel(jax.lax.stop_gradient(kernel))
 
 
 class Dense(AbstractStrategy):
@@ -107,7 +107,7 @@ class Dense(AbstractStrategy):
     generates_state: ClassVar[bool] = True
 
     def __call__(self, generator, state, spatial_shape, *, key=None):
-        return _dense_result(generator.materialize(spatial_shape))
+        return _dense_result(generator.materialize(spatial_shape), state)
 
 
 class Remat(AbstractStrategy):
@@ -121,7 +121,7 @@ class Remat(AbstractStrategy):
 
     def __call__(self, generator, state, spatial_shape, *, key=None):
         materialize = eqx.filter_checkpoint(lambda g: g.materialize(spatial_shape))
-        return _dense_result(materialize(generator))
+        return _dense_result(materialize(generator), state)
 
 
 class Chunked(AbstractStrategy):
@@ -144,7 +144,7 @@ class Chunked(AbstractStrategy):
         kernel = generator.materialize(
             spatial_shape, chunk_size=self.chunk_size, unroll=self.unroll
         )
-        return _dense_result(kernel)
+        return _dense_result(kernel, state)
 
 
 class Sparse(AbstractStrategy):

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from .._errors import check_rate
 from .._generators import KernelGenerator
 from .._positions import sample_positions
-from .._state import KernelState, ema_update
+from .._state import ema_update
 from .._strategies import AbstractStrategy, Chunked, Sparse
 
 
@@ -123,7 +123,7 @@ class SampledGradient(AbstractStrategy):
         kernel, positions = _generate_and_sample(self, generator, state, spatial_shape, key)
         sampled = jnp.zeros(kernel.size, bool).at[positions].set(True).reshape(kernel.shape)
         fixed = jax.lax.stop_gradient(kernel)
-        return fixed + jnp.where(sampled, kernel - fixed, 0), KernelState(fixed)
+        return fixed + jnp.where(sampled, kernel - fixed, 0), state.replace_kernel(fixed)
 
 
 class StaleKernel(AbstractStrategy):
@@ -242,7 +242,8 @@ def run_sparse_ablation(
                          f"(`variants`, `fraction`, `rate`)")  # fmt: skip
     # The stored kernels start as the paper's noise unless `state_init` says otherwise.
     train_config = TrainConfig(**{"rate": rate, "generator_momentum": generator_momentum,
-                                  "state_init": "uniform", **config})  # fmt: skip
+                                  "state_init": "uniform", **config,
+                                  "sampling": "uniform"})  # fmt: skip
     if train_config.model in ("spatial", "fourier"):
         raise ValueError(f"`model` must be a CF-Conv net, got {train_config.model!r}")
     if (train_data is None) != (val_data is None):

@@ -224,6 +224,7 @@ def _fractions(text: str) -> tuple[float, ...]:
 
 def add_gradient_noise_arguments(p, positive_int, non_negative_int) -> None:
     """The options of `cfconv gradient-noise`."""
+    from .._argtypes import unit_interval
     from ..models import GENERATOR_KINDS, MODEL_NAMES
 
     cf_models = [m for m in MODEL_NAMES if m not in ("spatial", "fourier")]
@@ -247,7 +248,7 @@ def add_gradient_noise_arguments(p, positive_int, non_negative_int) -> None:
                    "batch (cfconv train --sampling stratified)")  # fmt: skip
     p.add_argument(
         "--sampling-floor",
-        type=float,
+        type=unit_interval,
         default=0.05,
         metavar="F",
         help="with --sampling stratified, the share spread evenly (0.05)",

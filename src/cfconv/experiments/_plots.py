@@ -198,8 +198,10 @@ def _template(config, in_channels: int, num_classes: int):
         kwargs: dict[str, Any] = {}
         if config.model == "fourier":
             kwargs = {"image_size": size}
-        elif config.model != "spatial" and config.mlp_hidden is not None:
-            kwargs = {"mlp_hidden": config.mlp_hidden}
+        elif config.model != "spatial":
+            kwargs = {"generator": config.generator}
+            if config.mlp_hidden is not None:
+                kwargs["mlp_hidden"] = config.mlp_hidden
         sizes = dict(in_channels=in_channels, num_classes=num_classes, width=config.width,
                      depth=config.depth)  # fmt: skip
         model = make_model(config.model, key=k_model, **sizes, **kwargs)

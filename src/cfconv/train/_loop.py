@@ -35,7 +35,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 # Fields that may differ between a run and its resumption.
-_RESUMABLE = {"epochs"}
+_RESUMABLE = {"epochs", "state_init"}  # state_init acts before the first epoch only
 
 
 class _Progress:
@@ -230,7 +230,8 @@ def fit(
             raise ValueError(
                 f"cannot resume from {path}: the checkpoint was made with other settings: "
                 f"{settings}; pass the saved ones (e.g. `--no-write-back "
-                f"--generator-momentum 0.9` for a run from before those options existed)"
+                f"--generator-momentum 0.9 --sampling uniform` for a run from before those "
+                f"options existed)"
             )
         like = (model, states, opt_state, key_data)
         (model, states, opt_state, key_data), metadata = load_checkpoint(path, like)
@@ -280,7 +281,7 @@ def fit(
         data = batches(train_data, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch)
         if stratified:
             first = batches(train_data, config.batch_size, shuffle=True, seed=config.seed,
-                            epoch=epoch)  # fmt: skip
+                            epoch=epoch, prefetch=0)  # fmt: skip
             images, labels = next(iter(first))
             states = refresh_frequency_weights(model, states, images, labels, image_size,
                                                preprocess=standardize,
