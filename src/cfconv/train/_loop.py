@@ -284,7 +284,7 @@ def fit(
                             epoch=epoch, prefetch=0)  # fmt: skip
             images, labels = next(iter(first))
             states = refresh_frequency_weights(model, states, images, labels, image_size,
-                                               preprocess=standardize,
+                                               preprocess=standardize, mesh=mesh,
                                                floor=config.sampling_floor)  # fmt: skip
         timed_steps = steps_per_epoch
         for i, (images, labels) in enumerate(data):

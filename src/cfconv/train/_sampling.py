@@ -6,11 +6,13 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 from jaxtyping import Array, Float, Int
 
 from .._positions import frequency_weights
 from .._state import KernelState
 from .._strategies import Sparse, Stored
+from ..distributed._sharding import apply_model, shard_batch
 from ..models import AbstractModel
 from ._step import loss_and_accuracy
 
@@ -39,14 +41,23 @@ def uniform_frequency_weights(states: tuple[KernelState, ...]) -> tuple[KernelSt
 
 
 @eqx.filter_jit
-def _kernel_gradients(model, states, images, labels, image_size):
+def _kernel_gradients(model, states, images, labels, image_size, mesh=None):
     kernels, _ = model.kernels(states, image_size, Stored())
 
     def loss(kernels):
-        logits = jax.vmap(model, in_axes=(0, None))(images, kernels)
+        if mesh is None:
+            logits = jax.vmap(model, in_axes=(0, None))(images, kernels)
+        else:  # as the train step runs it: one program per device
+            logits = apply_model(model, images, kernels, mesh)
         return loss_and_accuracy(logits, labels)[0]
 
     return jax.grad(loss)(kernels)
+
+
+@eqx.filter_jit
+def _weights(model, states, images, labels, image_size, mesh, floor):
+    gradients = _kernel_gradients(model, states, images, labels, image_size, mesh)
+    return tuple(frequency_weights(gradient, floor=floor) for gradient in gradients)
 
 
 def refresh_frequency_weights(
@@ -58,6 +69,7 @@ def refresh_frequency_weights(
     *,
     preprocess: Callable[[Array], Array] | None = None,
     floor: float = 0.05,
+    mesh: Mesh | None = None,
 ) -> tuple[KernelState, ...]:
     r"""Recompute every layer's `frequency_weights` from one batch's kernel gradient.
 
@@ -77,6 +89,8 @@ def refresh_frequency_weights(
     - `preprocess`: optional `preprocess(images) -> images`, as given to
       [`cfconv.train.make_train_step`][].
     - `floor`: [`cfconv.frequency_weights`][]'s `floor`. Default `0.05`.
+    - `mesh`: optional device mesh, as given to [`cfconv.train.make_train_step`][]: the
+      batch is then split over its data axis and the network run as the step runs it.
 
     **Returns:**
 
@@ -87,8 +101,7 @@ def refresh_frequency_weights(
         raise TypeError("`states` must be a tuple of cfconv.KernelState, one per CF-Conv layer")
     if preprocess is not None:
         images = preprocess(images)
-    gradients = _kernel_gradients(model, states, images, labels, tuple(image_size))
-    return tuple(
-        KernelState(state.kernel, frequency_weights(gradient, floor=floor))
-        for state, gradient in zip(states, gradients)
-    )
+    if mesh is not None:
+        images, labels = shard_batch((images, labels), mesh)
+    weights = _weights(model, states, images, labels, tuple(image_size), mesh, floor)
+    return tuple(KernelState(state.kernel, w) for state, w in zip(states, weights))
