@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 
 import cfconv
-from cfconv._positions import _allocate
+from cfconv._stratified import _allocate
 from cfconv.distributed import ShardedSparse, make_mesh
 from cfconv.models import make_model
 from cfconv.train import (

@@ -25,10 +25,8 @@ from ._layer import CFConv2d as CFConv2d
 from ._mlp import MLP as MLP, parameter_count as parameter_count
 from ._positions import (
     frequency_coordinates as frequency_coordinates,
-    frequency_weights as frequency_weights,
     position_coordinates as position_coordinates,
     sample_positions as sample_positions,
-    stratified_positions as stratified_positions,
     unravel_positions as unravel_positions,
 )
 from ._spatial_generator import (
@@ -52,6 +50,10 @@ from ._strategies import (
     Sparse as Sparse,
     Stored as Stored,
     resolve_strategy as resolve_strategy,
+)
+from ._stratified import (
+    frequency_weights as frequency_weights,
+    stratified_positions as stratified_positions,
 )
 
 

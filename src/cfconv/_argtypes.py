@@ -11,34 +11,29 @@ def positive_int(text: str) -> int:
     return value
 
 
-def fraction(text: str) -> float:
+def _number_in(text: str, low: float, high: float, *, open_low: bool, open_high: bool) -> float:
+    interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}")
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+        raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text!r}")
+    above = value > low if open_low else value >= low
+    below = value < high if open_high else value <= high
+    if not (above and below):
+        raise argparse.ArgumentTypeError(f"must be in {interval}, got {text}")
     return value
+
+
+def fraction(text: str) -> float:
+    return _number_in(text, 0.0, 1.0, open_low=True, open_high=False)
 
 
 def momentum(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
+    return _number_in(text, 0.0, 1.0, open_low=False, open_high=True)
 
 
 def unit_interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
+    return _number_in(text, 0.0, 1.0, open_low=False, open_high=False)
 
 
 def non_negative_int(text: str) -> int:

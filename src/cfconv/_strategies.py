@@ -12,8 +12,9 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ._custom_types import FourierKernel, KernelValues, Positions
 from ._errors import check_int, check_rate
 from ._generators import KernelGenerator
-from ._positions import sample_positions, stratified_positions
+from ._positions import sample_positions
 from ._state import KernelState, SparseKernel, sparse_update
+from ._stratified import scale_gradient, stratified_positions
 
 
 class AbstractStrategy(eqx.Module):
@@ -266,7 +267,7 @@ class Sparse(AbstractStrategy):
             values = self.evaluate(generator, positions, spatial_shape)
         else:
             positions, scales = self.sample_stratified(generator, state, spatial_shape, key=key)
-            values = _scale_gradient(self.evaluate(generator, positions, spatial_shape), scales)
+            values = scale_gradient(self.evaluate(generator, positions, spatial_shape), scales)
         kernel = sparse_update(state, positions, values, rate=self.rate)
         return kernel, state.replace_kernel(kernel.kernel)
 
@@ -300,12 +301,6 @@ class Sparse(AbstractStrategy):
 
 
 SAMPLINGS: tuple[str, ...] = ("uniform", "stratified")
-
-
-def _scale_gradient(values: KernelValues, scales: Float[Array, " num"]) -> KernelValues:
-    """`values` unchanged, with each entry's gradient multiplied by its scale."""
-    fixed = jax.lax.stop_gradient(values)
-    return fixed + scales.astype(values.real.dtype) * (values - fixed)
 
 
 def _check_step_kernel(kernel) -> SparseKernel:

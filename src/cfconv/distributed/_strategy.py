@@ -9,7 +9,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .._positions import unravel_positions
 from .._state import SparseKernel, blend
-from .._strategies import AbstractStrategy, Sparse, _check_step_kernel, _rewrite, _scale_gradient
+from .._strategies import AbstractStrategy, Sparse, _check_step_kernel, _rewrite
+from .._stratified import scale_gradient
 from ._mesh import DATA_AXIS, MODEL_AXIS, check_mesh
 
 
@@ -57,7 +58,7 @@ class ShardedSparse(AbstractStrategy):
             positions, scales = self.sparse.sample_stratified(generator, state, spatial_shape,
                                                               key=key)  # fmt: skip
             positions, scales = self._spread(positions), self._spread(scales)
-            values = _scale_gradient(self.sparse.evaluate(generator, positions, spatial_shape),
+            values = scale_gradient(self.sparse.evaluate(generator, positions, spatial_shape),
                                      scales)  # fmt: skip
         return self._blend(state, positions, values)
 

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 from jaxtyping import Array, Float, Int
 
-from .._positions import frequency_weights
 from .._state import KernelState
 from .._strategies import Sparse, Stored
+from .._stratified import frequency_weights
 from ..distributed._sharding import apply_model, shard_batch
 from ..models import AbstractModel
 from ._step import loss_and_accuracy
