@@ -37,6 +37,7 @@ PUBLIC_MODULES = [
 CLI_COMMANDS = [
     "demo",
     "train",
+    "compare",
     "filters",
     "spectral-bias",
     "gradient-noise",

@@ -60,3 +60,15 @@ def mesh_shape(text: str) -> tuple[int, int]:
         return parse_mesh(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected DATAxMODEL, e.g. 4x2, got {text!r}")
+
+
+def seeds(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if min(values) < 0:
+        raise argparse.ArgumentTypeError(f"seeds must be non-negative, got {text!r}")
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"seeds must be distinct, got {text!r}")
+    return values

@@ -10,6 +10,9 @@
   (`cfconv sparse-ablation`): train the digits net with the exact step, a sampled
   gradient only, a stale kernel only, and the paper's sparse step, to split the accuracy
   gap between sparse and exact training into its causes.
+- [`compare_seeds`][cfconv.experiments.compare_seeds] (`cfconv compare`): train a
+  CF-Conv net and a baseline on the same splits for several seeds, and summarise the
+  paired differences of their validation accuracies.
 - [`plot_checkpoint`][cfconv.experiments.plot_checkpoint] (`cfconv plot`): draw a trained
   model's kernels and one step's sparse sampling pattern.
 
@@ -25,6 +28,10 @@ from ._ablation import (
     ablation_strategy as ablation_strategy,
     format_ablation as format_ablation,
     run_sparse_ablation as run_sparse_ablation,
+)
+from ._compare import (
+    compare_seeds as compare_seeds,
+    format_comparison as format_comparison,
 )
 from ._gradient_noise import (
     format_agreement as format_agreement,
@@ -74,7 +81,9 @@ __all__ = [
     "band_edges",
     "band_labels",
     "band_shares",
+    "compare_seeds",
     "format_agreement",
+    "format_comparison",
     "format_tables",
     "kernel_errors",
     "load_trained_model",
