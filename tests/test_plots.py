@@ -46,19 +46,27 @@ def _stripes(n, size=8, channels=3, classes=3, seed=0):
     return Dataset(images, labels.astype(np.int32), tuple(f"c{k}" for k in range(classes)))
 
 
-@pytest.fixture(scope="module", params=["uniform", "stratified"])
+@pytest.fixture(scope="module", params=["uniform", "stratified", "stratified-strategy"])
 def checkpoint(tmp_path_factory, request):
-    """A one-epoch run of a small CF-Conv net on 3-channel images of 3 classes."""
+    """A one-epoch run of a small CF-Conv net on 3-channel images of 3 classes; with
+    "stratified-strategy", `fit` gets a stratified strategy where the config says uniform."""
     folder = tmp_path_factory.mktemp("run")
+    sampling = "uniform" if request.param == "stratified-strategy" else request.param
     config = TrainConfig(model="hw_cin_cout", positions=64, epochs=1, width=4, depth=2,
                          image_size=8, batch_size=8, mlp_hidden=(8, 8),
-                         sampling=request.param)  # fmt: skip
-    fit(config, _stripes(24), _stripes(9, seed=1), checkpoint_dir=folder, log=None)
-    return folder
+                         sampling=sampling)  # fmt: skip
+    strategy = None
+    if request.param == "stratified-strategy":
+        strategy = cfconv.Sparse(num=64, rate=0.1, sampling="stratified")
+    fit(config, _stripes(24), _stripes(9, seed=1), checkpoint_dir=folder, log=None,
+        strategy=strategy)  # fmt: skip
+    return folder, request.param != "uniform"
 
 
 def test_load_trained_model_reads_channels_and_classes(checkpoint):
+    checkpoint, stratified = checkpoint
     model, states, metadata = load_trained_model(checkpoint)
+    assert all((s.frequency_weights is not None) == stratified for s in states)
     assert (model.in_channels, model.num_classes) == (3, 3)
     assert metadata["epoch"] == 1 and metadata["config"]["width"] == 4
     assert [s.kernel.shape for s in states] == [(3, 4, 8, 5), (4, 4, 8, 5)]
@@ -68,6 +76,7 @@ def test_load_trained_model_reads_channels_and_classes(checkpoint):
 
 
 def test_cfconv_plot(checkpoint, tmp_path, capsys):
+    checkpoint, _ = checkpoint
     out = tmp_path / "plots"
     assert main(["plot", str(checkpoint), "--out", str(out), "--pairs", "2"]) == 0
     written = sorted(p.name for p in out.iterdir())

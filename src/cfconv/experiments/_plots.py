@@ -186,8 +186,9 @@ def _record_shapes(path: pathlib.Path, count: int) -> list[tuple[int, ...]]:
     return shapes
 
 
-def _template(config, in_channels: int, num_classes: int):
-    """What `cfconv train` saves, as shapes only: (model, states, opt_state, key_data)."""
+def _template(config, in_channels: int, num_classes: int, weights: bool | None = None):
+    """What `cfconv train` saves, as shapes only: (model, states, opt_state, key_data);
+    the states hold `frequency_weights` if `weights` (`None`: if `config` stratifies)."""
     from ..models import make_model
     from ..train._sampling import stratifies, uniform_frequency_weights
 
@@ -206,7 +207,8 @@ def _template(config, in_channels: int, num_classes: int):
                      depth=config.depth)  # fmt: skip
         model = make_model(config.model, key=k_model, **sizes, **kwargs)
         states = model.init_states(size, key=k_states)
-        if stratifies(config.kernel_strategy(), model):
+        stratified = stratifies(config.kernel_strategy(), model) if weights is None else weights
+        if stratified:
             states = uniform_frequency_weights(states)
         opt_state = config.optimizer().init(eqx.filter(model, eqx.is_inexact_array))
         return model, states, opt_state, jax.random.key_data(key)
@@ -246,8 +248,10 @@ def load_trained_model(checkpoint: str | os.PathLike) -> tuple[Any, tuple, dict[
                          f"{checkpoint}")  # fmt: skip
     metadata = load_metadata(path)
     config = TrainConfig.from_json(metadata["config"])
-    first = _saved_shapes(_template(config, 1, 2))  # one output
-    second = _saved_shapes(_template(config, 2, 5))  # five outputs
+    # Checkpoints from before this field: the states hold weights if the config stratifies.
+    weights = metadata.get("frequency_weights")
+    first = _saved_shapes(_template(config, 1, 2, weights))  # one output
+    second = _saved_shapes(_template(config, 2, 5, weights))  # five outputs
     saved = _record_shapes(path, len(first))
     in_channels, num_classes = None, None
     for a, b, s in zip(first, second, saved):
@@ -258,7 +262,7 @@ def load_trained_model(checkpoint: str | os.PathLike) -> tuple[Any, tuple, dict[
                 num_classes = 2 if ds == 1 else ds
     if in_channels is None or num_classes is None:  # pragma: no cover - defensive
         raise ValueError(f"cannot tell the channels and classes of the checkpoint {path}")
-    like = _template(config, in_channels, num_classes)
+    like = _template(config, in_channels, num_classes, weights)
     (model, states, _, _), metadata = load_checkpoint(path, like)
     return model, states, metadata
 

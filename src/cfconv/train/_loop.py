@@ -149,7 +149,8 @@ def fit(
       one of your own, see [`cfconv.AbstractStrategy`][]). The states are regenerated
       before evaluation if its `generates_state` says so; otherwise evaluation uses the
       stored kernels and the metrics hold `kernel_lag`. The checkpoint records
-      `config` only, so resume with the same `strategy`.
+      `config` and whether the states hold `frequency_weights`, not the strategy, so
+      resume with the same `strategy`.
 
     **Returns:**
 
@@ -338,8 +339,10 @@ def fit(
             f"/step, {record['examples_per_s']:.0f} ex/s{lag}"
         )
         if path is not None:
+            # `frequency_weights`: whether the states hold them (a given `strategy` may
+            # sample otherwise than `config` says), for loaders that rebuild the tree.
             metadata = {"config": config.to_json(), "epoch": epoch + 1, "step": step,
-                        "history": history}  # fmt: skip
+                        "history": history, "frequency_weights": stratified}  # fmt: skip
             tree = (model, states, opt_state, key_data)
             if mesh is not None:
                 tree = gather(tree)  # a collective: every process takes part
