@@ -7,8 +7,8 @@ import pytest
 
 from cfconv import cli
 from cfconv.data import Dataset, train_val_split
-from cfconv.experiments import compare_seeds, format_comparison
-from cfconv.train import TrainConfig, fit
+from cfconv.experiments import _compare, compare_seeds, format_comparison
+from cfconv.train import NonFiniteLossError, TrainConfig, fit
 from helpers import checker_modes, raises_naming
 
 
@@ -80,7 +80,38 @@ def test_format_comparison():
         "hw_cin_cout": {"mean": 0.85, "sd": None},
         "difference": {"mean": -0.05, "sd": None, "standard_error": None},
     }
-    assert "over 1 seed\n" in format_comparison(one) + "\n"
+    text = format_comparison(one)
+    assert "| sd |  |  |  |" in text and "over 1 seed\n" in text + "\n"
+    assert "standard error" not in text
+
+
+def test_an_interrupted_comparison_keeps_its_finished_pairs(tmp_path, monkeypatch):
+    """A non-finite loss in the third run (seed 1's baseline) stops the comparison; the
+    error names the run, and the file and the error hold seed 0's pair."""
+    calls = []
+
+    def fake_fit(config, train, val, **kwargs):
+        calls.append((config.model, config.seed))
+        if len(calls) == 3:
+            raise NonFiniteLossError("the loss is nan")
+        return {"config": config.to_json(), "params": 1, "epochs": [],
+                "val_acc": 0.5 if config.model == "spatial" else 0.25}  # fmt: skip
+
+    monkeypatch.setattr(_compare, "fit", fake_fit)
+    out = tmp_path / "c.json"
+    with pytest.raises(NonFiniteLossError, match="spatial, seed 1: the loss is nan") as info:
+        compare_seeds(CONFIG, _stripes(20), [0, 1], out=out, log=None)
+    assert calls == [("spatial", 0), ("hw", 0), ("spatial", 1)]
+    saved = json.loads(out.read_text())
+    for partial in (saved, info.value.result):
+        assert partial["val_acc"] == {"spatial": [0.5], "hw": [0.25]}
+        assert partial["summary"]["difference"]["mean"] == pytest.approx(-0.25)
+        assert partial["summary"]["difference"]["sd"] is None
+
+
+def test_compare_seeds_rejects_a_folder_for_out(tmp_path):
+    with pytest.raises(ValueError, match="`out`"):
+        compare_seeds(CONFIG, _stripes(8), [0], out=tmp_path, log=None)
 
 
 @checker_modes

@@ -100,3 +100,15 @@ def test_core_imports_without_matplotlib():
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported eagerly'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "stratified"])
+def test_template_of_a_checkpoint_without_the_weights_flag(sampling):
+    """Checkpoints from before `frequency_weights` was recorded: the states hold weights
+    if the config stratifies; the recorded flag overrides the config."""
+    from cfconv.experiments._plots import _template
+
+    config = TrainConfig(model="hw", positions=8, width=4, depth=2, sampling=sampling)
+    for weights, expected in ((None, sampling == "stratified"), (True, True), (False, False)):
+        _, states, _, _ = _template(config, 1, 2, weights)
+        assert all((s.frequency_weights is not None) == expected for s in states)

@@ -8,6 +8,8 @@ Axis names used throughout the package:
 - `num`: the number of kernel positions evaluated in one call.
 """
 
+from typing import Any, Protocol, runtime_checkable
+
 from jaxtyping import Array, Complex, Float, Int, Real
 
 
@@ -25,3 +27,13 @@ Coordinates = Float[Array, "num 4"]
 
 KernelValues = Complex[Array, " num"]
 """Kernel values at a set of positions."""
+
+
+@runtime_checkable
+class LogStream(Protocol):
+    """Where progress lines go: anything with `write(text)` and `flush()` (`sys.stderr`,
+    an open text file, `io.StringIO`)."""
+
+    def write(self, text: str, /) -> Any: ...
+
+    def flush(self) -> Any: ...

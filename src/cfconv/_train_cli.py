@@ -234,10 +234,10 @@ def train_config(args, *, image_size: int, seed: int):
     )
 
 
-def make_train_mesh(args, command: str):
+def make_train_mesh(args, command: str, models: tuple[str, ...] | None = None):
     """The device mesh of `--mesh` (after `--distributed`, if given), checked against
-    `--batch-size` and `--width`; a bad one exits with a message that starts with
-    `command`."""
+    `--batch-size` and, if one of `models` (default: `--model`) is a CF-Conv net,
+    `--width`; a bad one exits with a message that starts with `command`."""
     from .distributed import initialize, make_mesh
 
     try:
@@ -247,7 +247,8 @@ def make_train_mesh(args, command: str):
     except ValueError as error:
         raise SystemExit(f"{command}: {error}")
     data_size, model_size = mesh.devices.shape
-    if args.batch_size % data_size or (args.model != "spatial" and args.width % model_size):
+    convolves = any(m != "spatial" for m in (models or (args.model,)))
+    if args.batch_size % data_size or (convolves and args.width % model_size):
         raise SystemExit(
             f"{command}: the mesh {data_size}x{model_size} needs a --batch-size divisible "
             f"by {data_size} and a --width divisible by {model_size}; choose another --mesh"

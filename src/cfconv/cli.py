@@ -113,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(run=train)
 
     doc = _compare.compare_command.__doc__
-    p = commands.add_parser("compare", help=doc, description=doc)
+    # No abbreviations: `--seed` (cfconv train's) must not pass for `--seeds`.
+    p = commands.add_parser("compare", help=doc, description=doc, allow_abbrev=False)
     _compare.add_compare_arguments(p, _seeds)
     add_train_arguments(p, one_run=False)
     p.set_defaults(run=_compare.compare_command)

@@ -4,7 +4,9 @@ import dataclasses
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import Any
+
+from .._custom_types import LogStream
 
 
 def compiled_memory(lowered: Any) -> int | None:
@@ -57,7 +59,7 @@ def time_interleaved(
     repeats: int,
     warmup: int,
     budget: float | int,
-    log: TextIO | None = None,
+    log: LogStream | None = None,
 ) -> None:
     """Time every task round-robin: `warmup` untimed rounds, then up to `repeats` timed
     ones, each calling every task once in turn, so that whatever else the machine does

@@ -2,13 +2,14 @@
 
 import os
 import sys
-from typing import Any, TextIO
+from typing import Any
 
 import equinox as eqx
 import jax
 import numpy as np
 import optax
 
+from .._custom_types import LogStream
 from ._breakdown import BREAKDOWN_PIECES, make_pieces
 from ._config import BenchConfig, position_label
 from ._machine import available_memory, device_info, hugetlb_enabled, versions
@@ -65,7 +66,7 @@ def _training_variant(name: str, config: BenchConfig) -> tuple[str, Any]:
 def run_benchmark(
     config: BenchConfig | None = None,
     *,
-    log: TextIO | None = sys.stderr,
+    log: LogStream | None = sys.stderr,
     settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Measure the paper's Tables 1-3 in this process: memory, step times and ratios.

@@ -5,15 +5,19 @@ import dataclasses
 import json
 import math
 import os
+import pathlib
 import statistics
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any
 
+import jax
+
+from .._custom_types import LogStream
 from .._errors import check_int
 from ..data import Dataset, train_val_split
 from ..models import MODEL_NAMES
-from ..train import TrainConfig, fit
+from ..train import NonFiniteLossError, TrainConfig, fit
 from ..train._checkpoint import atomic_write
 
 
@@ -25,7 +29,7 @@ def compare_seeds(
     baseline: str = "spatial",
     val_fraction: float = 0.2,
     out: str | os.PathLike | None = None,
-    log: TextIO | None = sys.stderr,
+    log: LogStream | None = sys.stderr,
     mesh: Any = None,
 ) -> dict[str, Any]:
     """Train `config`'s model and `baseline` for each seed, and compare them.
@@ -59,6 +63,12 @@ def compare_seeds(
     each model name its `mean` and `sd` (the sample standard deviation over seeds,
     `None` for one seed), and `difference`, the same of the paired differences
     model - baseline plus their `standard_error` (`sd / sqrt(n)`, `None` for one seed).
+
+    **Raises:**
+
+    [`cfconv.train.NonFiniteLossError`][] when a run's loss is NaN or infinite; its
+    message names the model and the seed, and its `result` attribute holds the runs
+    finished before it (as returned, summarised over the complete pairs).
     """
     seeds = [check_int("seeds", s, minimum=0) for s in seeds]
     if not seeds:
@@ -69,6 +79,8 @@ def compare_seeds(
         raise ValueError(f"`baseline` must be one of {MODEL_NAMES}, got {baseline!r}")
     if baseline == config.model:
         raise ValueError(f"`baseline` must differ from `config.model`, both are {baseline!r}")
+    if out is not None and pathlib.Path(out).is_dir():
+        raise ValueError(f"`out` must be a file path, got the folder {out}")
     models = (baseline, config.model)
     result: dict[str, Any] = {
         "config": config.to_json(),
@@ -76,6 +88,8 @@ def compare_seeds(
         "seeds": seeds,
         "runs": {m: [] for m in models},
     }
+    writer = jax.process_index() == 0  # with several processes, one logs and writes
+    log = log if writer else None
 
     def finish() -> dict[str, Any]:
         result["val_acc"] = {m: [run["val_acc"] for run in result["runs"][m]] for m in models}
@@ -83,18 +97,28 @@ def compare_seeds(
         result["summary"] = _paired_summary(
             result["val_acc"][baseline][:done], result["val_acc"][config.model], models
         )
-        if out is not None:
+        if out is not None and writer:
             text = json.dumps(result, indent=2).encode()
             atomic_write(out, lambda f: f.write(text))
         return result
 
+    try:
+        finish()  # an unwritable `out` fails now, not after the first run
+    except OSError as error:
+        raise ValueError(f"`out` cannot be written: {error}") from error
     for seed in seeds:
         train, val = train_val_split(dataset, val_fraction=val_fraction, seed=seed)
         for model in models:
             if log is not None:
                 print(f"== {model}, seed {seed} ==", file=log, flush=True)
             run_config = dataclasses.replace(config, model=model, seed=seed)
-            result["runs"][model].append(fit(run_config, train, val, log=log, mesh=mesh))
+            try:
+                run = fit(run_config, train, val, log=log, mesh=mesh)
+            except NonFiniteLossError as error:
+                stopped = NonFiniteLossError(f"{model}, seed {seed}: {error}")
+                stopped.result = finish()  # pyright: ignore[reportAttributeAccessIssue]
+                raise stopped from error
+            result["runs"][model].append(run)
             finish()
     return finish()
 
@@ -150,14 +174,15 @@ def format_comparison(result: dict[str, Any]) -> str:
 
 
 def compare_command(args) -> int:
-    """Train a CF-Conv net and a baseline (the spatial CNN) on the same splits for
-    several seeds, and print the paired differences of their validation accuracies."""
+    """Train a model (default: the sparse single-MLP CF-Conv net) and a baseline
+    (default: the spatial CNN) on the same splits for several seeds, and print the
+    paired differences of their validation accuracies."""
     from .._train_cli import load_dataset, make_train_mesh, train_config
     from ..train import NonFiniteLossError
 
     if args.baseline == args.model:
         raise SystemExit(f"cfconv compare: --baseline must differ from --model ({args.model})")
-    mesh = make_train_mesh(args, "cfconv compare")
+    mesh = make_train_mesh(args, "cfconv compare", models=(args.model, args.baseline))
     size, dataset = load_dataset(args)
     config = train_config(args, image_size=size, seed=args.seeds[0])
     source = args.data or "scikit-learn digits"
@@ -177,8 +202,14 @@ def compare_command(args) -> int:
             out=args.out,
             mesh=mesh,
         )
+    except ValueError as error:
+        raise SystemExit(f"cfconv compare: {str(error).replace('`out`', '--out')}")
     except NonFiniteLossError as error:
         print(f"cfconv compare: {error}", file=sys.stderr)
+        partial = error.result  # pyright: ignore[reportAttributeAccessIssue]
+        if partial["val_acc"][config.model]:
+            print("\nthe pairs finished before it:\n")
+            print(format_comparison(partial))
         return 1
     print()
     print(format_comparison(result))

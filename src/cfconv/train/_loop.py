@@ -7,7 +7,7 @@ import os
 import pathlib
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from .._custom_types import LogStream
 from .._mlp import parameter_count
 from .._strategies import AbstractStrategy, Chunked
 from ..data import Dataset, augment, batches, num_batches
@@ -41,7 +42,7 @@ _RESUMABLE = {"epochs", "state_init"}  # state_init acts before the first epoch 
 class _Progress:
     """A one-line progress bar on a terminal; one line per epoch otherwise."""
 
-    def __init__(self, stream: TextIO | None, total: int, epoch: int, epochs: int):
+    def __init__(self, stream: LogStream | None, total: int, epoch: int, epochs: int):
         self.stream, self.total, self.epoch, self.epochs = stream, total, epoch, epochs
         self.tty = stream is not None and stream.isatty()
         self.last = 0.0
@@ -106,7 +107,7 @@ def fit(
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
     metrics_out: str | os.PathLike | None = None,
-    log: TextIO | None = sys.stderr,
+    log: LogStream | None = sys.stderr,
     mesh: Mesh | tuple[int, int] | str | None = None,
     strategy: AbstractStrategy | None = None,
 ) -> dict[str, Any]:
