@@ -33,7 +33,8 @@ from cfconv.train import make_train_step
 
 ROW_KEYS = {"name", "group", "model", "strategy", "positions", "params", "memory_bytes",
             "memory_ratio", "fits", "step_s", "step_ratio", "times", "share", "note"}  # fmt: skip
-TINY_ROWS = {"spatial", "naive", "sparse-vmap-2^6", "dense-exact", "inference-stored",
+TINY_ROWS = {"spatial", "naive", "sparse-vmap-2^6", "sparse-train-2^6", "dense-exact",
+             "inference-stored",
              "inference-spatial", "breakdown-mlp", "breakdown-ema", "breakdown-fft",
              "breakdown-mix", "breakdown-rest"}  # fmt: skip
 
@@ -97,7 +98,11 @@ def test_times_ratios_and_memory_consistent(tiny):
     assert rows["breakdown-mlp"]["share"] == pytest.approx(rows["breakdown-mlp"]["step_s"] / step)
     # Dense and sparse CF-Conv variants share one model: the same parameter count.
     assert rows["naive"]["params"] == rows["sparse-vmap-2^6"]["params"] == rows[
-        "dense-exact"]["params"]  # fmt: skip
+        "dense-exact"]["params"] == rows["sparse-train-2^6"]["params"]  # fmt: skip
+    # The paper's step and the step of `cfconv train`'s defaults.
+    assert rows["sparse-vmap-2^6"]["strategy"] == "Sparse(num=64, rate=0.1)"
+    train = rows["sparse-train-2^6"]["strategy"]
+    assert "write_back=True" in train and "sampling='stratified'" in train
 
 
 def test_spatial_memory_equals_compiled_memory_analysis(tiny):
@@ -189,6 +194,9 @@ def test_config_errors_name_the_argument():
 def test_variant_selection():
     names = variant_names((2**12, 1000))
     assert "sparse-scan-2^12" in names and "sparse-vmap-1000" in names
+    assert "sparse-train-2^12" in names
+    config = BenchConfig(positions=(2**12, 2**18), variants=("sparse-train",))
+    assert config.selected() == ("spatial", "sparse-train-2^12", "sparse-train-2^18")
     config = BenchConfig(positions=(2**12, 2**18), variants=("sparse-vmap", "breakdown"),
                          breakdown_positions=2**12)  # fmt: skip
     assert config.selected() == ("spatial", "sparse-vmap-2^12", "sparse-vmap-2^18", "breakdown")

@@ -105,8 +105,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add `cfconv bench`'s options to `p`."""
     p.epilog = (
         "variants: spatial, naive-hw, naive-hw_cin, naive-hw_cout, naive, remat, scan, "
-        "sparse-scan-2^K, sparse-vmap-2^K (one per --positions; the groups sparse-scan and "
-        "sparse-vmap select all), dense-exact, inference-stored, inference-spatial, breakdown"
+        "sparse-scan-2^K, sparse-vmap-2^K (the paper's step), sparse-train-2^K (cfconv "
+        "train's default step: write-back, stratified positions) (one each per --positions; "
+        "the groups sparse-scan, sparse-vmap and sparse-train select all), dense-exact, "
+        "inference-stored, inference-spatial, breakdown"
     )
     size = p.add_mutually_exclusive_group()
     size.add_argument("--preset", choices=tuple(PRESETS), default="default",

@@ -59,6 +59,11 @@ def _training_variant(name: str, config: BenchConfig) -> tuple[str, Any]:
                                 chunk_size=config.chunk_size, write_back=False,
                                 sampling="uniform")  # fmt: skip
             return "hw_cin_cout", train.kernel_strategy()
+    if name.startswith("sparse-train-"):
+        num = next(p for p in config.positions if name == f"sparse-train-{position_label(p)}")
+        # The sparse step of `cfconv train`'s defaults (write-back, stratified positions).
+        train = TrainConfig(positions=num, rate=RATE, chunk_size=config.chunk_size)
+        return "hw_cin_cout", train.kernel_strategy()
     train = TrainConfig(strategy=name, chunk_size=config.chunk_size)
     return "hw_cin_cout", train.kernel_strategy()
 
@@ -100,7 +105,7 @@ def run_benchmark(
     """
     from .. import parameter_count
     from ..models import make_model
-    from ..train import make_eval_step, make_train_step
+    from ..train import make_eval_step, make_train_step, uniform_frequency_weights
 
     config = BenchConfig() if config is None else config
     selected = config.selected()
@@ -124,9 +129,10 @@ def run_benchmark(
     images = jax.numpy.asarray(rng.normal(size=(config.batch_size, 3, *size)).astype(np.float32))
     labels = jax.numpy.asarray((np.arange(config.batch_size) % 2).astype(np.int32))
     optimizer = optax.adam(LEARNING_RATE)
-    pools: dict[str, list] = {}
+    pools: dict[Any, list] = {}
 
-    def pool_for(model_name: str) -> list:
+    def pool_for(model_name: str, weights: bool = False) -> list:
+        """Model, states and optimizer state; states with sampling weights if `weights`."""
         if model_name not in pools:
             k_model, k_states = jax.random.split(jax.random.fold_in(k_models, len(pools)))
             model = make_model(model_name, in_channels=3, num_classes=2, width=config.width,
@@ -134,7 +140,15 @@ def run_benchmark(
             states = model.init_states(size, key=k_states)
             opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
             pools[model_name] = [model, states, opt_state]
-        return pools[model_name]
+        if not weights:
+            return pools[model_name]
+        if (model_name, "weights") not in pools:
+            # Copies: each pool's steps donate (and so delete) its states and opt_state.
+            copy = lambda x: jax.numpy.copy(x) if eqx.is_array(x) else x  # noqa: E731
+            model, states, opt_state = jax.tree.map(copy, pools[model_name])
+            pools[(model_name, "weights")] = [model, uniform_frequency_weights(states),
+                                              opt_state]  # fmt: skip
+        return pools[(model_name, "weights")]
 
     rows: dict[str, dict[str, Any]] = {}
     tasks: list[Timed] = []
@@ -157,7 +171,7 @@ def run_benchmark(
             row["strategy"] = None if model_name == "spatial" else repr(strategy)
             row["positions"] = getattr(strategy, "num", None)
         row["model"] = model_name
-        pool = pool_for(model_name)
+        pool = pool_for(model_name, weights=getattr(strategy, "sampling", None) == "stratified")
         row["params"] = parameter_count(pool[0])
         say(f"[{index + 1}/{len(selected)}] {name}: compiling")
         if inference:
