@@ -43,14 +43,21 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def widths(text: str) -> tuple[int, ...]:
+def int_list(text: str, what: str, *, minimum: int) -> tuple[int, ...]:
+    """Comma-separated integers, each at least `minimum` (`what` names them in errors)."""
     try:
-        widths = tuple(int(w) for w in text.split(","))
+        values = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if not widths or min(widths) < 1:
-        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
-    return widths
+    if min(values) < minimum:
+        kind = "positive" if minimum == 1 else f"at least {minimum}"
+        kind = "non-negative" if minimum == 0 else kind
+        raise argparse.ArgumentTypeError(f"{what} must be {kind}, got {text!r}")
+    return values
+
+
+def widths(text: str) -> tuple[int, ...]:
+    return int_list(text, "widths", minimum=1)
 
 
 def mesh_shape(text: str) -> tuple[int, int]:
@@ -63,12 +70,7 @@ def mesh_shape(text: str) -> tuple[int, int]:
 
 
 def seeds(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(s) for s in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if min(values) < 0:
-        raise argparse.ArgumentTypeError(f"seeds must be non-negative, got {text!r}")
+    values = int_list(text, "seeds", minimum=0)
     if len(set(values)) != len(values):
         raise argparse.ArgumentTypeError(f"seeds must be distinct, got {text!r}")
     return values

@@ -8,6 +8,7 @@ import os
 import shlex
 import sys
 
+from .._argtypes import int_list
 from ._config import PRESETS, parse_positions
 from ._machine import (
     HUGETLB,
@@ -59,13 +60,7 @@ def _counts(text: str) -> tuple[int, ...]:
 
 
 def _counts_plain(text: str) -> tuple[int, ...]:
-    try:
-        counts = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"device counts must be positive, got {text!r}")
-    return counts
+    return int_list(text, "device counts", minimum=1)
 
 
 def _names(text: str) -> tuple[str, ...]:
