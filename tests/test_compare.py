@@ -1,5 +1,6 @@
 """`cfconv compare` and `cfconv.experiments.compare_seeds`: paired runs over seeds."""
 
+import io
 import json
 
 import numpy as np
@@ -98,10 +99,12 @@ def test_an_interrupted_comparison_keeps_its_finished_pairs(tmp_path, monkeypatc
                 "val_acc": 0.5 if config.model == "spatial" else 0.25}  # fmt: skip
 
     monkeypatch.setattr(_compare, "fit", fake_fit)
-    out = tmp_path / "c.json"
+    out, log = tmp_path / "c.json", io.StringIO()  # any text stream passes the checker
     with pytest.raises(NonFiniteLossError, match="spatial, seed 1: the loss is nan") as info:
-        compare_seeds(CONFIG, _stripes(20), [0, 1], out=out, log=None)
+        compare_seeds(CONFIG, _stripes(20), [0, 1], out=out, log=log)
     assert calls == [("spatial", 0), ("hw", 0), ("spatial", 1)]
+    assert log.getvalue().splitlines() == ["== spatial, seed 0 ==", "== hw, seed 0 ==",
+                                           "== spatial, seed 1 =="]  # fmt: skip
     saved = json.loads(out.read_text())
     for partial in (saved, info.value.result):
         assert partial["val_acc"] == {"spatial": [0.5], "hw": [0.25]}
