@@ -112,3 +112,18 @@ def test_template_of_a_checkpoint_without_the_weights_flag(sampling):
     for weights, expected in ((None, sampling == "stratified"), (True, True), (False, False)):
         _, states, _, _ = _template(config, 1, 2, weights)
         assert all((s.frequency_weights is not None) == expected for s in states)
+
+
+def test_resume_with_another_sampling_names_the_strategy(checkpoint):
+    """A checkpoint resumed with a strategy that samples otherwise than the run's (its
+    states hold sampling weights or not): a message naming `strategy`, not a
+    tree-structure mismatch."""
+    folder, stratified = checkpoint
+    # The other sampling than the run's; the checkpoint is left as it was.
+    sampling = "uniform" if stratified else "stratified"
+    strategy = cfconv.Sparse(num=64, rate=0.1, sampling=sampling)
+    _, _, metadata = load_trained_model(folder)
+    config = TrainConfig.from_json({**metadata["config"], "epochs": 2})
+    with pytest.raises(ValueError, match="`strategy`"):
+        fit(config, _stripes(24), _stripes(9, seed=1), checkpoint_dir=folder, resume=True,
+            log=None, strategy=strategy)  # fmt: skip

@@ -218,7 +218,16 @@ def fit(
 
     path = None if checkpoint_dir is None else pathlib.Path(checkpoint_dir) / CHECKPOINT_FILE
     if resume and path is not None and path.exists():
-        saved = TrainConfig.from_json(load_metadata(path)["config"])
+        saved_metadata = load_metadata(path)
+        saved = TrainConfig.from_json(saved_metadata["config"])
+        weights = saved_metadata.get("frequency_weights", stratified)  # older: as config
+        if weights != stratified:
+            raise ValueError(
+                f"cannot resume from {path}: its kernel states were trained "
+                f"{'with' if weights else 'without'} stratified sampling, and this "
+                f"`strategy` ({type(strategy).__name__}) samples "
+                f"{'uniformly' if weights else 'stratified'}; pass the run's `strategy`"
+            )
         different = {
             f.name
             for f in dataclasses.fields(TrainConfig)
