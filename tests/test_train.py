@@ -336,7 +336,7 @@ def test_train_config_rejects_bad_generator_settings(kwargs, name):
 
 
 def test_train_config_builds_the_chosen_generator(tmp_path, monkeypatch):
-    import cfconv.train._loop as loop
+    import cfconv.train._config as config_module
 
     built = {}
 
@@ -344,7 +344,7 @@ def test_train_config_builds_the_chosen_generator(tmp_path, monkeypatch):
         built.update(kwargs)
         return make_model(name, **kwargs)
 
-    monkeypatch.setattr(loop, "make_model", spy)
+    monkeypatch.setattr(config_module, "make_model", spy)  # fit builds through the config
     data = _toy_dataset(64)
     train, val = cfconv.data.train_val_split(data, val_fraction=0.25, seed=0)
     config = TrainConfig(model="hw_cin_cout", generator="relu", generator_lr=1e-4, epochs=1,

@@ -1,5 +1,6 @@
 """Build every variant's step, measure its compiled memory, time them interleaved."""
 
+import dataclasses
 import os
 import sys
 from typing import Any
@@ -11,7 +12,7 @@ import optax
 
 from .._custom_types import LogStream
 from ._breakdown import BREAKDOWN_PIECES, make_pieces
-from ._config import BenchConfig, position_label
+from ._config import SPARSE_GROUPS, BenchConfig, position_label
 from ._machine import available_memory, device_info, hugetlb_enabled, versions
 from ._measure import Timed, compiled_memory, time_interleaved
 from ._targets import check_targets
@@ -51,19 +52,15 @@ def _training_variant(name: str, config: BenchConfig) -> tuple[str, Any]:
     if name == "dense-exact":
         chunk = config.exact_chunk_size
         return "hw_cin_cout", Chunked() if chunk is None else Chunked(chunk_size=chunk)
-    for prefix in ("sparse-scan", "sparse-vmap"):
+    for prefix in SPARSE_GROUPS:
         if name.startswith(prefix + "-"):
             num = next(p for p in config.positions if name == f"{prefix}-{position_label(p)}")
-            # The paper's step (no write-back), which the paper's tables time.
-            train = TrainConfig(strategy=prefix, positions=num, rate=RATE,
-                                chunk_size=config.chunk_size, write_back=False,
-                                sampling="uniform")  # fmt: skip
+            train = TrainConfig(positions=num, rate=RATE, chunk_size=config.chunk_size)
+            if prefix != "sparse-train":  # the paper's step, which its tables time
+                train = dataclasses.replace(train, strategy=prefix, write_back=False,
+                                            sampling="uniform")  # fmt: skip
+            # "sparse-train": the step of `cfconv train`'s defaults (write-back, stratified).
             return "hw_cin_cout", train.kernel_strategy()
-    if name.startswith("sparse-train-"):
-        num = next(p for p in config.positions if name == f"sparse-train-{position_label(p)}")
-        # The sparse step of `cfconv train`'s defaults (write-back, stratified positions).
-        train = TrainConfig(positions=num, rate=RATE, chunk_size=config.chunk_size)
-        return "hw_cin_cout", train.kernel_strategy()
     train = TrainConfig(strategy=name, chunk_size=config.chunk_size)
     return "hw_cin_cout", train.kernel_strategy()
 

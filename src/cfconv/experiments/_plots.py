@@ -189,23 +189,13 @@ def _record_shapes(path: pathlib.Path, count: int) -> list[tuple[int, ...]]:
 def _template(config, in_channels: int, num_classes: int, weights: bool | None = None):
     """What `cfconv train` saves, as shapes only: (model, states, opt_state, key_data);
     the states hold `frequency_weights` if `weights` (`None`: if `config` stratifies)."""
-    from ..models import make_model
     from ..train._sampling import stratifies, uniform_frequency_weights
 
     def build():
         key = jax.random.key(config.seed)
         k_model, k_states = jax.random.split(key)
         size = (config.image_size, config.image_size)
-        kwargs: dict[str, Any] = {}
-        if config.model == "fourier":
-            kwargs = {"image_size": size}
-        elif config.model != "spatial":
-            kwargs = {"generator": config.generator}
-            if config.mlp_hidden is not None:
-                kwargs["mlp_hidden"] = config.mlp_hidden
-        sizes = dict(in_channels=in_channels, num_classes=num_classes, width=config.width,
-                     depth=config.depth)  # fmt: skip
-        model = make_model(config.model, key=k_model, **sizes, **kwargs)
+        model = config.build_model(in_channels, num_classes, key=k_model)
         states = model.init_states(size, key=k_states)
         stratified = stratifies(config.kernel_strategy(), model) if weights is None else weights
         if stratified:

@@ -6,7 +6,7 @@ from typing import Any
 import optax
 
 from .._strategies import SAMPLINGS, AbstractStrategy, Chunked, Dense, Remat, Sparse
-from ..models import GENERATOR_KINDS, MODEL_NAMES
+from ..models import GENERATOR_KINDS, MODEL_NAMES, AbstractModel, make_model
 
 
 STRATEGY_NAMES: tuple[str, ...] = ("naive", "remat", "scan", "sparse-scan", "sparse-vmap")
@@ -158,6 +158,20 @@ class TrainConfig:
         from ._optimizer import make_optimizer
 
         return make_optimizer(self.lr, self.generator_lr, generator_momentum=self.momentum)
+
+    def build_model(self, in_channels: int, num_classes: int, *, key) -> AbstractModel:
+        """The network of a run with this configuration (`model`, `width`, `depth`,
+        `generator`, `mlp_hidden`, and `image_size` for `"fourier"`), for data of
+        `in_channels` channels and `num_classes` classes: what a checkpoint's model is."""
+        kwargs: dict[str, Any] = {}
+        if self.model == "fourier":
+            kwargs = {"image_size": (self.image_size, self.image_size)}
+        elif self.model != "spatial":
+            kwargs = {"generator": self.generator}
+            if self.mlp_hidden is not None:
+                kwargs["mlp_hidden"] = self.mlp_hidden
+        return make_model(self.model, in_channels=in_channels, num_classes=num_classes,
+                          width=self.width, depth=self.depth, key=key, **kwargs)  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -21,7 +21,7 @@ from .._strategies import AbstractStrategy, Chunked
 from ..data import Dataset, augment, batches, num_batches
 from ..distributed._mesh import DATA_AXIS, as_mesh, mesh_info
 from ..distributed._sharding import gather, shard
-from ..models import CFConvNet, make_model
+from ..models import CFConvNet
 from ._checkpoint import atomic_write, load_checkpoint, load_metadata, save_checkpoint
 from ._config import TrainConfig
 from ._sampling import refresh_frequency_weights, stratifies, uniform_frequency_weights
@@ -180,22 +180,7 @@ def fit(
             )
     key = jax.random.key(config.seed)
     k_model, k_states, k_train = jax.random.split(key, 3)
-    kwargs: dict[str, Any] = {}
-    if config.model == "fourier":
-        kwargs = {"image_size": image_size}
-    elif config.model != "spatial":
-        kwargs = {"generator": config.generator}
-        if config.mlp_hidden is not None:
-            kwargs["mlp_hidden"] = config.mlp_hidden
-    model = make_model(
-        config.model,
-        in_channels=train_data.channels,
-        num_classes=train_data.num_classes,
-        width=config.width,
-        depth=config.depth,
-        key=k_model,
-        **kwargs,
-    )
+    model = config.build_model(train_data.channels, train_data.num_classes, key=k_model)
     if strategy is None:
         strategy = config.kernel_strategy()
     elif not isinstance(strategy, AbstractStrategy):
