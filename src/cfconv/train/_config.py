@@ -1,7 +1,7 @@
 """The settings of a training run (`cfconv train`'s options), checked on construction."""
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal, cast
 
 import optax
 
@@ -126,6 +126,7 @@ class TrainConfig:
 
     def kernel_strategy(self) -> AbstractStrategy:
         """The core strategy for `strategy`."""
+        sampling = cast(Literal["uniform", "stratified"], self.sampling)  # checked on init
         return {
             "naive": lambda: Dense(),
             "remat": lambda: Remat(),
@@ -135,10 +136,10 @@ class TrainConfig:
                 self.rate,
                 chunk_size=self.chunk_size,
                 write_back=self.write_back,
-                sampling=self.sampling,
+                sampling=sampling,
             ),
             "sparse-vmap": lambda: Sparse(
-                self.positions, self.rate, write_back=self.write_back, sampling=self.sampling
+                self.positions, self.rate, write_back=self.write_back, sampling=sampling
             ),
         }[self.strategy]()
 

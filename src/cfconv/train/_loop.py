@@ -44,7 +44,8 @@ class _Progress:
 
     def __init__(self, stream: LogStream | None, total: int, epoch: int, epochs: int):
         self.stream, self.total, self.epoch, self.epochs = stream, total, epoch, epochs
-        self.tty = stream is not None and stream.isatty()
+        isatty = getattr(stream, "isatty", None)  # a LogStream need not have one
+        self.tty = callable(isatty) and bool(isatty())
         self.last = 0.0
 
     def update(self, step: int, loss, accuracy, rate: float):
