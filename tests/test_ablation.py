@@ -109,6 +109,85 @@ def test_fraction_sparse_samples_a_share_of_each_grid():
     assert tiny.positions.shape == (1,)  # at least one position
 
 
+def _weighted_state():
+    """The state of `_generator_and_state` with uneven frequency weights."""
+    generator, state = _generator_and_state()
+    weights = jax.random.uniform(jax.random.key(7), SHAPE[:1] + (4,), minval=0.1, maxval=2.0)
+    return generator, cfconv.KernelState(state.kernel, weights)
+
+
+def _stratified(key, state, num):
+    """The stratified positions and scales for `key`, and the scales as a dense NumPy
+    array over the grid (0 off the sample)."""
+    positions, scales = cfconv.stratified_positions(key, (2, 3, 6, 4), num,
+                                                    state.frequency_weights)  # fmt: skip
+    positions, scales = np.asarray(positions), np.asarray(scales)
+    assert len(set(positions.tolist())) == num  # distinct
+    dense = np.zeros(2 * 3 * 6 * 4, np.float32)
+    dense[positions] = scales
+    return positions, dense.reshape(2, 3, 6, 4)
+
+
+def test_stratified_sampled_gradient_scales_each_sampled_position():
+    generator, state = _weighted_state()
+    key = jax.random.key(8)
+    strategy = SampledGradient(0.25, sampling="stratified")
+    assert strategy.uses_frequency_weights
+    kernel, new_state = strategy(generator, state, SHAPE, key=key)
+    full = generator.materialize(SHAPE)
+    np.testing.assert_allclose(np.asarray(kernel), np.asarray(full), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(new_state.frequency_weights),
+                                  np.asarray(state.frequency_weights))  # fmt: skip
+    _, scales = _stratified(key, state, 36)
+    assert len(np.unique(scales[scales > 0])) > 1  # uneven weights, uneven scales
+    got = _grad(generator, lambda g: strategy(g, state, SHAPE, key=key)[0])
+    weight = jnp.asarray(scales)
+    expected = _grad(generator, lambda g: weight * g.materialize(SHAPE))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_stratified_stale_kernel_and_fraction_sparse_blend_at_stratified_positions():
+    generator, state = _weighted_state()
+    key = jax.random.key(9)
+    positions, _ = _stratified(key, state, 36)
+    mask = np.zeros(2 * 3 * 6 * 4, bool)
+    mask[positions] = True
+    mask = mask.reshape(2, 3, 6, 4)
+    kernel, new_state = StaleKernel(0.25, 0.5, sampling="stratified")(generator, state, SHAPE,
+                                                                      key=key)  # fmt: skip
+    old = np.asarray(state.kernel, np.complex128)
+    fresh = np.asarray(generator.materialize(SHAPE), np.complex128)
+    expected = np.where(mask, 0.5 * old + 0.5 * fresh, old)
+    np.testing.assert_allclose(np.asarray(kernel), expected, rtol=1e-5, atol=1e-5)
+    assert new_state.frequency_weights is not None
+    sparse, _ = FractionSparse(0.25, 0.5, sampling="stratified")(generator, state, SHAPE, key=key)
+    np.testing.assert_array_equal(np.sort(np.asarray(sparse.positions)), np.sort(positions))
+    np.testing.assert_allclose(np.asarray(sparse.kernel), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [FractionSparse, SampledGradient, StaleKernel])
+def test_stratified_needs_frequency_weights_and_a_known_sampling(cls):
+    generator, state = _generator_and_state()  # no frequency weights
+    with pytest.raises(ValueError, match="`frequency_weights`"):
+        cls(0.25, sampling="stratified")(generator, state, SHAPE, key=jax.random.key(0))
+    with raises_naming("sampling", ValueError, checker=False):
+        cls(0.25, sampling="importance")  # pyright: ignore[reportArgumentType]
+    assert not cls(0.25).uses_frequency_weights
+
+
+def test_which_strategies_use_frequency_weights():
+    assert cfconv.Sparse(8, sampling="stratified").uses_frequency_weights
+    assert not cfconv.Sparse(8).uses_frequency_weights
+    for strategy in (cfconv.Dense(), cfconv.Chunked(), cfconv.Stored(), cfconv.Remat()):
+        assert not strategy.uses_frequency_weights
+    assert not ablation_strategy("exact", 0.1, 0.1, "stratified").uses_frequency_weights
+    for variant in ("sampled-gradient", "stale-kernel", "sparse", "write-back"):
+        assert ablation_strategy(variant, 0.1, 0.1, "stratified").uses_frequency_weights
+        assert not ablation_strategy(variant, 0.1, 0.1).uses_frequency_weights
+    with pytest.raises(ValueError, match="`sampling`"):
+        ablation_strategy("sparse", 0.1, 0.1, "importance")
+
+
 def test_which_strategies_generate_their_state():
     assert cfconv.Dense.generates_state and cfconv.Remat.generates_state
     assert cfconv.Chunked.generates_state and SampledGradient.generates_state
@@ -189,6 +268,23 @@ def test_run_sparse_ablation_and_its_table():
         run_sparse_ablation(("exact",), train_data=train, val_data=val, log=None, positions=9)
     with pytest.raises(ValueError, match="`model`"):
         run_sparse_ablation(("exact",), train_data=train, val_data=val, log=None, model="spatial")
+    with pytest.raises(ValueError, match="`sampling`"):
+        run_sparse_ablation(("exact",), train_data=train, val_data=val, log=None, sampling="x")
+
+
+def test_run_sparse_ablation_stratified():
+    """With `sampling="stratified"` the sampling variants train on frequency weights
+    that `fit` keeps (a strategy that samples by them fails on states without them)."""
+    train, val = _toy_data()
+    results = run_sparse_ablation(("sampled-gradient", "write-back"), fraction=0.5,
+                                  train_data=train, val_data=val, log=None,
+                                  sampling="stratified", state_init="generator",
+                                  generator_momentum=0.0, **SMALL)  # fmt: skip
+    for variant, metrics in results.items():
+        assert metrics["config"]["sampling"] == "stratified"
+        assert metrics["config"]["state_init"] == "generator"
+        assert "sampling='stratified'" in metrics["strategy"], variant
+        assert np.isfinite(metrics["epochs"][-1]["train_loss"])
 
 
 def test_cli(capfd):
@@ -198,7 +294,13 @@ def test_cli(capfd):
     out = capfd.readouterr().out
     assert "| sampled-gradient | fresh kernel, sampled gradient |" in out
     assert '"sampled-gradient": {"val_acc"' in out
+    argv += ["--sampling", "stratified", "--state-init", "generator"]
+    assert main(argv) == 0
+    out = capfd.readouterr().out
+    assert "stratified, rate 0.1" in out and "stored kernels from generator" in out
     for bad, name in ((["--variants", "dense"], "unknown variants"),
+                      (["--sampling", "importance"], "--sampling"),
+                      (["--state-init", "zeros"], "--state-init"),
                       (["--fraction", "0"], "--fraction"), (["--lr", "-1"], "--lr"),
                       (["--rate", "2"], "--rate"),
                       (["--generator-momentum", "1"], "--generator-momentum")):  # fmt: skip

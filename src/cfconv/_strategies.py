@@ -40,6 +40,14 @@ class AbstractStrategy(eqx.Module):
     the states from the updated generators before evaluating with them, as
     [`cfconv.train.fit`][] does; otherwise the stored kernel is what inference uses."""
 
+    @property
+    def uses_frequency_weights(self) -> bool:
+        """Whether the strategy samples by the states' `frequency_weights`, which the
+        states must then hold ([`cfconv.train.fit`][] keeps them up to date with
+        [`cfconv.train.refresh_frequency_weights`][]). `False` unless a subclass says
+        otherwise; [`cfconv.Sparse`][] with `sampling="stratified"` does."""
+        return False
+
     @abc.abstractmethod
     def __call__(
         self,
@@ -234,6 +242,10 @@ class Sparse(AbstractStrategy):
             check_int("remat_chunk_size", self.remat_chunk_size)
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"`sampling` must be one of {SAMPLINGS}, got {self.sampling!r}")
+
+    @property
+    def uses_frequency_weights(self) -> bool:
+        return self.sampling == "stratified"
 
     def sample(self, generator: KernelGenerator, spatial_shape, *, key) -> Positions:
         """The positions this strategy would sample for `key`."""

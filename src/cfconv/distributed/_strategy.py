@@ -48,6 +48,10 @@ class ShardedSparse(AbstractStrategy):
         self.sparse = sparse
         self.mesh = check_mesh(mesh)
 
+    @property
+    def uses_frequency_weights(self) -> bool:
+        return self.sparse.uses_frequency_weights
+
     def __call__(self, generator, state, spatial_shape, *, key=None):
         if key is None:
             raise ValueError("`key` is required by the ShardedSparse strategy (it samples)")

@@ -13,6 +13,10 @@ the same network with all four (exact, sampled gradient only, stale kernel only,
 paper's sparse step) splits the accuracy gap between the sparse and the exact step into
 its two causes. They evaluate the generator everywhere, so they are diagnostics, not
 faster training.
+
+Every strategy here draws its positions as `cfconv.Sparse` does with the same
+`sampling`: uniformly with replacement (the paper's), or stratified by the states'
+`frequency_weights`, with the gradient scales that keep the sampled gradient unbiased.
 """
 
 import dataclasses
@@ -20,7 +24,7 @@ import json
 import math
 import sys
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import equinox as eqx
 import jax
@@ -30,7 +34,7 @@ from .._errors import check_rate
 from .._generators import KernelGenerator
 from .._positions import sample_positions
 from .._state import ema_update
-from .._strategies import AbstractStrategy, Chunked, Sparse
+from .._strategies import SAMPLINGS, AbstractStrategy, Chunked, Sparse
 
 
 if TYPE_CHECKING:
@@ -43,6 +47,11 @@ def _check_fraction(fraction) -> float:
     if not 0 < fraction <= 1:
         raise ValueError(f"`fraction` must be in (0, 1], got {fraction!r}")
     return float(fraction)
+
+
+def _check_sampling(sampling) -> None:
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"`sampling` must be one of {SAMPLINGS}, got {sampling!r}")
 
 
 def fraction_positions(generator: KernelGenerator, spatial_shape, fraction: float) -> int:
@@ -60,21 +69,27 @@ class FractionSparse(AbstractStrategy):
 
     - `fraction`: draws per step as a share of the layer's grid, in `(0, 1]`.
     - `rate`: the EMA weight of the fresh values.
-    - `write_back`: as for [`cfconv.Sparse`][].
+    - `write_back`, `sampling`: as for [`cfconv.Sparse`][].
     """
 
     fraction: float = eqx.field(static=True)
     rate: float = 0.1
     write_back: bool = eqx.field(static=True, default=False)
+    sampling: Literal["uniform", "stratified"] = eqx.field(static=True, default="uniform")
     needs_key: ClassVar[bool] = True
 
     def __check_init__(self):
         _check_fraction(self.fraction)
         check_rate(self.rate)
+        _check_sampling(self.sampling)
+
+    @property
+    def uses_frequency_weights(self) -> bool:
+        return self.sampling == "stratified"
 
     def _sparse(self, generator, spatial_shape) -> Sparse:
         num = fraction_positions(generator, spatial_shape, self.fraction)
-        return Sparse(num, self.rate, write_back=self.write_back)
+        return Sparse(num, self.rate, write_back=self.write_back, sampling=self.sampling)
 
     def __call__(self, generator, state, spatial_shape, *, key=None):
         return self._sparse(generator, spatial_shape)(generator, state, spatial_shape, key=key)
@@ -85,13 +100,20 @@ class FractionSparse(AbstractStrategy):
 
 
 def _generate_and_sample(strategy, generator, state, spatial_shape, key):
-    """The generator's whole kernel, and `strategy.fraction` of its grid's positions."""
+    """The generator's whole kernel, `strategy.fraction` of its grid's positions drawn
+    by `strategy.sampling`, and their gradient scales (1 for uniform positions)."""
     if key is None:
         name = type(strategy).__name__
         raise ValueError(f"`key` is required by {name} (it samples positions)")
     kernel = Chunked(strategy.chunk_size)(generator, state, spatial_shape)[0]
     num = fraction_positions(generator, spatial_shape, strategy.fraction)
-    return kernel, sample_positions(key, kernel.shape, num)
+    if strategy.sampling == "uniform":
+        positions = sample_positions(key, kernel.shape, num)
+        return kernel, positions, jnp.ones(positions.shape, jnp.float32)
+    # As `Sparse(num, sampling="stratified")` samples (the error names the state's field).
+    sparse = Sparse(num, sampling="stratified")
+    positions, scales = sparse.sample_stratified(generator, state, spatial_shape, key=key)
+    return kernel, positions, scales
 
 
 class SampledGradient(AbstractStrategy):
@@ -102,28 +124,40 @@ class SampledGradient(AbstractStrategy):
     Against the exact step, only the sampling of the gradient differs; against the sparse
     step, only the staleness of the forward kernel. (The sparse step's gradient is also
     scaled by its `rate`, this one's is not: Adam, `cfconv train`'s optimizer, is nearly
-    invariant to that scale, other optimizers are not.) The new state is the generated
-    kernel, as for the dense strategies.
+    invariant to that scale, other optimizers are not.) With `sampling="stratified"`
+    each sampled position's gradient is multiplied by its scale, as in
+    [`cfconv.Sparse`][]. The new state is the generated kernel, as for the dense
+    strategies.
 
     **Fields:**
 
     - `fraction`: draws per step as a share of the layer's grid, in `(0, 1]`.
     - `chunk_size`: positions per chunk of the generator's evaluation.
+    - `sampling`: `"uniform"` (default) or `"stratified"`, as for [`cfconv.Sparse`][].
     """
 
     fraction: float = eqx.field(static=True)
     chunk_size: int = eqx.field(static=True, default=2**15)
+    sampling: Literal["uniform", "stratified"] = eqx.field(static=True, default="uniform")
     needs_key: ClassVar[bool] = True
     generates_state: ClassVar[bool] = True
 
     def __check_init__(self):
         _check_fraction(self.fraction)
+        _check_sampling(self.sampling)
+
+    @property
+    def uses_frequency_weights(self) -> bool:
+        return self.sampling == "stratified"
 
     def __call__(self, generator, state, spatial_shape, *, key=None):
-        kernel, positions = _generate_and_sample(self, generator, state, spatial_shape, key)
-        sampled = jnp.zeros(kernel.size, bool).at[positions].set(True).reshape(kernel.shape)
+        kernel, positions, scales = _generate_and_sample(self, generator, state, spatial_shape,
+                                                         key)  # fmt: skip
+        # A repeated uniform position passes its gradient once, as in the sparse step.
+        weight = jnp.zeros(kernel.size, jnp.float32).at[positions].set(scales)
         fixed = jax.lax.stop_gradient(kernel)
-        return fixed + jnp.where(sampled, kernel - fixed, 0), state.replace_kernel(fixed)
+        weight = weight.reshape(kernel.shape).astype(kernel.real.dtype)
+        return fixed + weight * (kernel - fixed), state.replace_kernel(fixed)
 
 
 class StaleKernel(AbstractStrategy):
@@ -141,19 +175,27 @@ class StaleKernel(AbstractStrategy):
     - `fraction`: draws per step as a share of the layer's grid, in `(0, 1]`.
     - `rate`: the EMA weight of the fresh values.
     - `chunk_size`: positions per chunk of the generator's evaluation.
+    - `sampling`: how the blended positions are drawn, `"uniform"` (default) or
+      `"stratified"`, as for [`cfconv.Sparse`][].
     """
 
     fraction: float = eqx.field(static=True)
     rate: float = 0.1
     chunk_size: int = eqx.field(static=True, default=2**15)
+    sampling: Literal["uniform", "stratified"] = eqx.field(static=True, default="uniform")
     needs_key: ClassVar[bool] = True
 
     def __check_init__(self):
         _check_fraction(self.fraction)
         check_rate(self.rate)
+        _check_sampling(self.sampling)
+
+    @property
+    def uses_frequency_weights(self) -> bool:
+        return self.sampling == "stratified"
 
     def __call__(self, generator, state, spatial_shape, *, key=None):
-        kernel, positions = _generate_and_sample(self, generator, state, spatial_shape, key)
+        kernel, positions, _ = _generate_and_sample(self, generator, state, spatial_shape, key)
         fresh = jax.lax.stop_gradient(kernel).reshape(-1)[positions]
         stale = ema_update(jax.lax.stop_gradient(state), positions, fresh, rate=self.rate)
         # The stale kernel's value, the generated kernel's gradient.
@@ -175,17 +217,22 @@ DEFAULT_VARIANTS: tuple[str, ...] = ("exact", "sampled-gradient", "stale-kernel"
 """The variants trained by default: the two causes of the gap, and the two ends."""
 
 
-def ablation_strategy(variant: str, fraction: float, rate: float) -> AbstractStrategy:
-    """The kernel strategy of one of the [`VARIANTS`][cfconv.experiments.VARIANTS]."""
+def ablation_strategy(
+    variant: str, fraction: float, rate: float, sampling: str = "uniform"
+) -> AbstractStrategy:
+    """The kernel strategy of one of the [`VARIANTS`][cfconv.experiments.VARIANTS],
+    drawing its positions by `sampling` (`"uniform"` or `"stratified"`)."""
     if variant not in VARIANTS:
         raise ValueError(f"`variant` must be one of {tuple(VARIANTS)}, got {variant!r}")
+    _check_sampling(sampling)
+    how = cast(Literal["uniform", "stratified"], sampling)
     if variant == "exact":
         return Chunked()
     if variant == "sampled-gradient":
-        return SampledGradient(fraction)
+        return SampledGradient(fraction, sampling=how)
     if variant == "stale-kernel":
-        return StaleKernel(fraction, rate)
-    return FractionSparse(fraction, rate, write_back=variant == "write-back")
+        return StaleKernel(fraction, rate, sampling=how)
+    return FractionSparse(fraction, rate, write_back=variant == "write-back", sampling=how)
 
 
 def run_sparse_ablation(
@@ -194,6 +241,7 @@ def run_sparse_ablation(
     fraction: float = 0.1,
     rate: float = 0.1,
     generator_momentum: float = 0.9,
+    sampling: str = "uniform",
     train_data: "Dataset | None" = None,
     val_data: "Dataset | None" = None,
     log=sys.stderr,
@@ -212,12 +260,16 @@ def run_sparse_ablation(
     - `rate`: the EMA weight of the sparse and stale-kernel variants.
     - `generator_momentum`: Adam's $\beta_1$ for the generator MLPs (default 0.9, the
       paper's Adam; `cfconv train` defaults to 0).
+    - `sampling`: how every sampling variant draws its positions: `"uniform"` (default,
+      the paper's, with replacement) or `"stratified"` (`cfconv train`'s default; by
+      frequency weights that [`cfconv.train.fit`][] refreshes every epoch, with the
+      `sampling_floor` of the configuration).
     - `train_data`, `val_data`: [`cfconv.data.Dataset`][]s (both or neither); default:
       the bundled digits, split 80/20 by `seed` as `cfconv train` does.
     - `log`: where the training progress goes (`None`: silent).
     - `**config`: further fields of [`cfconv.train.TrainConfig`][] (e.g. `epochs`,
-      `seed`, `width`, `depth`, `model`; `state_init` defaults to `"uniform"` here, the
-      paper's initial stored kernels, unlike `cfconv train`).
+      `seed`, `width`, `depth`, `model`, `sampling_floor`; `state_init` defaults to
+      `"uniform"` here, the paper's initial stored kernels, unlike `cfconv train`).
 
     **Returns:**
 
@@ -229,21 +281,19 @@ def run_sparse_ablation(
 
     _check_fraction(fraction)
     check_rate(rate)
+    _check_sampling(sampling)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         raise ValueError(f"`variants` must be a non-empty subset of {tuple(VARIANTS)}, got "
                          f"{tuple(variants)}")  # fmt: skip
-    ignored = sorted(
-        set(config)
-        & {"strategy", "positions", "chunk_size", "write_back", "sampling", "sampling_floor"}
-    )
+    ignored = sorted(set(config) & {"strategy", "positions", "chunk_size", "write_back"})
     if ignored:
         raise ValueError(f"{ignored} would be ignored: each variant sets its own strategy "
                          f"(`variants`, `fraction`, `rate`)")  # fmt: skip
     # The stored kernels start as the paper's noise unless `state_init` says otherwise.
     train_config = TrainConfig(**{"rate": rate, "generator_momentum": generator_momentum,
                                   "state_init": "uniform", **config,
-                                  "sampling": "uniform"})  # fmt: skip
+                                  "sampling": sampling})  # fmt: skip
     if train_config.model in ("spatial", "fourier"):
         raise ValueError(f"`model` must be a CF-Conv net, got {train_config.model!r}")
     if (train_data is None) != (val_data is None):
@@ -256,7 +306,7 @@ def run_sparse_ablation(
     for variant in variants:
         if log is not None:
             log.write(f"{variant}: {VARIANTS[variant]}\n")
-        strategy = ablation_strategy(variant, fraction, rate)
+        strategy = ablation_strategy(variant, fraction, rate, sampling)
         # The recorded configuration says whether the variant wrote back.
         variant_config = dataclasses.replace(train_config, write_back=variant == "write-back")
         start = time.perf_counter()
@@ -290,17 +340,19 @@ def sparse_ablation_command(args) -> int:
     the digits net with the exact step, with a sampled gradient only, with a stale
     kernel only, and with the paper's sparse step, and compare."""
     config = dict(epochs=args.epochs, seed=args.seed, width=args.width, depth=args.depth,
-                  lr=args.lr, model=args.model)  # fmt: skip
+                  lr=args.lr, model=args.model, state_init=args.state_init)  # fmt: skip
     if args.generator_lr is not None:
         config["generator_lr"] = args.generator_lr
     print(f"cfconv sparse-ablation: {args.model} net on the digits, {args.epochs} epochs, "
           f"seed {args.seed}; {args.fraction:g} of each layer's grid drawn per step, "
-          f"rate {args.rate:g}, generator momentum {args.generator_momentum:g} "
+          f"{args.sampling}, rate {args.rate:g}, generator momentum "
+          f"{args.generator_momentum:g}, stored kernels from {args.state_init} "
           f"({jax.default_backend()})", flush=True)  # fmt: skip
     try:
         results = run_sparse_ablation(args.variants, fraction=args.fraction, rate=args.rate,
                                       generator_momentum=args.generator_momentum,
-                                      log=sys.stderr, **config)  # fmt: skip
+                                      sampling=args.sampling, log=sys.stderr,
+                                      **config)  # fmt: skip
     except ValueError as error:
         print(f"cfconv sparse-ablation: {error}", file=sys.stderr)
         return 2
@@ -326,6 +378,7 @@ def add_sparse_ablation_arguments(p, positive_int, non_negative_int, fraction, m
                                   ) -> None:  # fmt: skip
     """The options of `cfconv sparse-ablation`."""
     from ..models import MODEL_NAMES
+    from ..train._config import STATE_INITS
 
     cf_models = [m for m in MODEL_NAMES if m not in ("spatial", "fourier")]
     names = ", ".join(VARIANTS)
@@ -335,6 +388,12 @@ def add_sparse_ablation_arguments(p, positive_int, non_negative_int, fraction, m
                    help="draws per step as a share of each layer's grid (0.1)")  # fmt: skip
     p.add_argument("--rate", type=fraction, default=0.1,
                    help="EMA weight of the fresh values (0.1, the paper's)")  # fmt: skip
+    p.add_argument("--sampling", choices=SAMPLINGS, default="uniform",
+                   help="how positions are drawn: uniform (default, the paper's) or "
+                        "stratified by frequency weights (cfconv train's default)")  # fmt: skip
+    p.add_argument("--state-init", choices=STATE_INITS, default="uniform",
+                   help="the initial stored kernels: uniform noise (default, the paper's) "
+                        "or the generators' kernels (cfconv train's default)")  # fmt: skip
     p.add_argument("--model", choices=cf_models, default="hw_cin_cout",
                    help="the CF-Conv parameterization (default hw_cin_cout)")  # fmt: skip
     p.add_argument("--epochs", type=positive_int, default=10, help="epochs per variant (10)")

@@ -10,23 +10,20 @@ from jax.sharding import Mesh
 from jaxtyping import Array, Float, Int
 
 from .._state import KernelState
-from .._strategies import Sparse, Stored
+from .._strategies import AbstractStrategy, Stored
 from .._stratified import frequency_weights
 from ..distributed._sharding import apply_model, shard_batch
 from ..models import AbstractModel
 from ._step import loss_and_accuracy
 
 
-def stratifies(strategy, model) -> bool:
+def stratifies(strategy: AbstractStrategy, model) -> bool:
     """Whether `fit` trains `model` with `strategy` by stratified sampling (and so keeps
-    `frequency_weights` in its kernel states)."""
+    `frequency_weights` in its kernel states): a CF-Conv net, with a strategy whose
+    [`uses_frequency_weights`][cfconv.AbstractStrategy.uses_frequency_weights]."""
     from ..models import CFConvNet
 
-    return (
-        isinstance(strategy, Sparse)
-        and strategy.sampling == "stratified"
-        and isinstance(model, CFConvNet)
-    )
+    return strategy.uses_frequency_weights and isinstance(model, CFConvNet)
 
 
 def uniform_frequency_weights(states: tuple[KernelState, ...]) -> tuple[KernelState, ...]:
