@@ -1,5 +1,7 @@
 """`cfconv sparse-ablation`: the diagnostic strategies, `fit(strategy=...)` and the command."""
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -220,7 +222,7 @@ def _toy_data():
     return train_val_split(Dataset(images, labels, ("a", "b")), val_fraction=0.25, seed=0)
 
 
-SMALL = dict(width=3, depth=1, batch_size=12, epochs=1, augment=False)
+SMALL: dict[str, Any] = dict(width=3, depth=1, batch_size=12, epochs=1, augment=False)
 
 
 def test_fit_trains_with_the_given_strategy():
