@@ -11,6 +11,7 @@ import pytest
 import cfconv
 from cfconv.cli import main
 from cfconv.data import Dataset, train_val_split
+from cfconv.distributed import ShardedSparse, make_mesh
 from cfconv.experiments import (
     VARIANTS,
     FractionSparse,
@@ -134,7 +135,7 @@ def test_stratified_sampled_gradient_scales_each_sampled_position():
     generator, state = _weighted_state()
     key = jax.random.key(8)
     strategy = SampledGradient(0.25, sampling="stratified")
-    assert strategy.uses_frequency_weights
+    assert strategy.needs_frequency_weights
     kernel, new_state = strategy(generator, state, SHAPE, key=key)
     full = generator.materialize(SHAPE)
     np.testing.assert_allclose(np.asarray(kernel), np.asarray(full), rtol=1e-6, atol=1e-6)
@@ -146,6 +147,19 @@ def test_stratified_sampled_gradient_scales_each_sampled_position():
     weight = jnp.asarray(scales)
     expected = _grad(generator, lambda g: weight * g.materialize(SHAPE))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "stratified"])
+def test_sampled_gradient_is_the_sparse_steps_gradient_over_its_rate(sampling):
+    """Fresh kernel or stale, the generator gets the sparse step's gradient, whose
+    sampled entries the EMA scales by `rate`."""
+    generator, state = _weighted_state()
+    key, rate = jax.random.key(10), 0.3
+    sampled = SampledGradient(0.25, sampling=sampling)
+    sparse = cfconv.Sparse(36, rate, sampling=sampling)
+    got = _grad(generator, lambda g: sampled(g, state, SHAPE, key=key)[0])
+    expected = _grad(generator, lambda g: sparse(g, state, SHAPE, key=key)[0].dense())
+    np.testing.assert_allclose(rate * got, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_stratified_stale_kernel_and_fraction_sparse_blend_at_stratified_positions():
@@ -161,7 +175,8 @@ def test_stratified_stale_kernel_and_fraction_sparse_blend_at_stratified_positio
     fresh = np.asarray(generator.materialize(SHAPE), np.complex128)
     expected = np.where(mask, 0.5 * old + 0.5 * fresh, old)
     np.testing.assert_allclose(np.asarray(kernel), expected, rtol=1e-5, atol=1e-5)
-    assert new_state.frequency_weights is not None
+    np.testing.assert_array_equal(np.asarray(new_state.frequency_weights),
+                                  np.asarray(state.frequency_weights))  # fmt: skip
     sparse, _ = FractionSparse(0.25, 0.5, sampling="stratified")(generator, state, SHAPE, key=key)
     np.testing.assert_array_equal(np.sort(np.asarray(sparse.positions)), np.sort(positions))
     np.testing.assert_allclose(np.asarray(sparse.kernel), expected, rtol=1e-5, atol=1e-5)
@@ -170,24 +185,27 @@ def test_stratified_stale_kernel_and_fraction_sparse_blend_at_stratified_positio
 @pytest.mark.parametrize("cls", [FractionSparse, SampledGradient, StaleKernel])
 def test_stratified_needs_frequency_weights_and_a_known_sampling(cls):
     generator, state = _generator_and_state()  # no frequency weights
-    with pytest.raises(ValueError, match="`frequency_weights`"):
+    with pytest.raises(ValueError, match=f"`frequency_weights`, which {cls.__name__}"):
         cls(0.25, sampling="stratified")(generator, state, SHAPE, key=jax.random.key(0))
     with raises_naming("sampling", ValueError, checker=False):
         cls(0.25, sampling="importance")  # pyright: ignore[reportArgumentType]
-    assert not cls(0.25).uses_frequency_weights
+    assert not cls(0.25).needs_frequency_weights
 
 
 def test_which_strategies_use_frequency_weights():
-    assert cfconv.Sparse(8, sampling="stratified").uses_frequency_weights
-    assert not cfconv.Sparse(8).uses_frequency_weights
+    assert cfconv.Sparse(8, sampling="stratified").needs_frequency_weights
+    assert not cfconv.Sparse(8).needs_frequency_weights
     for strategy in (cfconv.Dense(), cfconv.Chunked(), cfconv.Stored(), cfconv.Remat()):
-        assert not strategy.uses_frequency_weights
-    assert not ablation_strategy("exact", 0.1, 0.1, "stratified").uses_frequency_weights
+        assert not strategy.needs_frequency_weights
+    assert not ablation_strategy("exact", 0.1, 0.1, "stratified").needs_frequency_weights
     for variant in ("sampled-gradient", "stale-kernel", "sparse", "write-back"):
-        assert ablation_strategy(variant, 0.1, 0.1, "stratified").uses_frequency_weights
-        assert not ablation_strategy(variant, 0.1, 0.1).uses_frequency_weights
+        assert ablation_strategy(variant, 0.1, 0.1, "stratified").needs_frequency_weights
+        assert not ablation_strategy(variant, 0.1, 0.1).needs_frequency_weights
     with pytest.raises(ValueError, match="`sampling`"):
         ablation_strategy("sparse", 0.1, 0.1, "importance")
+    mesh = make_mesh(1, 1)
+    assert ShardedSparse(cfconv.Sparse(8, sampling="stratified"), mesh).needs_frequency_weights
+    assert not ShardedSparse(cfconv.Sparse(8), mesh).needs_frequency_weights
 
 
 def test_which_strategies_generate_their_state():
@@ -272,6 +290,9 @@ def test_run_sparse_ablation_and_its_table():
         run_sparse_ablation(("exact",), train_data=train, val_data=val, log=None, model="spatial")
     with pytest.raises(ValueError, match="`sampling`"):
         run_sparse_ablation(("exact",), train_data=train, val_data=val, log=None, sampling="x")
+    with pytest.raises(ValueError, match="sampling_floor"):  # only used when stratified
+        run_sparse_ablation(("exact",), train_data=train, val_data=val, log=None,
+                            sampling_floor=0.2)  # fmt: skip
 
 
 def test_run_sparse_ablation_stratified():

@@ -24,6 +24,8 @@ class KernelState(eqx.Module):
     - `kernel`: complex array of shape `(cin, cout, h, w // 2 + 1)`.
     - `frequency_weights`: `None` (the default), or a real array of shape
       `(h, w // 2 + 1)`: how a [`cfconv.Sparse`][] strategy with `sampling="stratified"`
+      (or another that
+      [`needs_frequency_weights`][cfconv.AbstractStrategy.needs_frequency_weights])
       spreads its positions over the kernel's frequencies (see
       [`cfconv.stratified_positions`][] and [`cfconv.frequency_weights`][]). Strategies
       pass it on unchanged; [`cfconv.train.refresh_frequency_weights`][] recomputes it.

@@ -41,11 +41,12 @@ class AbstractStrategy(eqx.Module):
     [`cfconv.train.fit`][] does; otherwise the stored kernel is what inference uses."""
 
     @property
-    def uses_frequency_weights(self) -> bool:
+    def needs_frequency_weights(self) -> bool:
         """Whether the strategy samples by the states' `frequency_weights`, which the
-        states must then hold ([`cfconv.train.fit`][] keeps them up to date with
-        [`cfconv.train.refresh_frequency_weights`][]). `False` unless a subclass says
-        otherwise; [`cfconv.Sparse`][] with `sampling="stratified"` does."""
+        states must then hold: for a CF-Conv net, [`cfconv.train.fit`][] keeps them up
+        to date with [`cfconv.train.refresh_frequency_weights`][]. `False` here;
+        [`cfconv.Sparse`][] with `sampling="stratified"` says `True`. A subclass that
+        samples by the weights overrides this property."""
         return False
 
     @abc.abstractmethod
@@ -244,7 +245,8 @@ class Sparse(AbstractStrategy):
             raise ValueError(f"`sampling` must be one of {SAMPLINGS}, got {self.sampling!r}")
 
     @property
-    def uses_frequency_weights(self) -> bool:
+    def needs_frequency_weights(self) -> bool:
+        """`True` with `sampling="stratified"`."""
         return self.sampling == "stratified"
 
     def sample(self, generator: KernelGenerator, spatial_shape, *, key) -> Positions:

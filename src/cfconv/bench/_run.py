@@ -11,6 +11,7 @@ import numpy as np
 import optax
 
 from .._custom_types import LogStream
+from .._strategies import AbstractStrategy
 from ._breakdown import BREAKDOWN_PIECES, make_pieces
 from ._config import SPARSE_GROUPS, BenchConfig, position_label
 from ._machine import available_memory, device_info, hugetlb_enabled, versions
@@ -168,7 +169,10 @@ def run_benchmark(
             row["strategy"] = None if model_name == "spatial" else repr(strategy)
             row["positions"] = getattr(strategy, "num", None)
         row["model"] = model_name
-        pool = pool_for(model_name, weights=getattr(strategy, "sampling", None) == "stratified")
+        pool = pool_for(
+            model_name,
+            weights=isinstance(strategy, AbstractStrategy) and strategy.needs_frequency_weights,
+        )
         row["params"] = parameter_count(pool[0])
         say(f"[{index + 1}/{len(selected)}] {name}: compiling")
         if inference:

@@ -49,8 +49,8 @@ class ShardedSparse(AbstractStrategy):
         self.mesh = check_mesh(mesh)
 
     @property
-    def uses_frequency_weights(self) -> bool:
-        return self.sparse.uses_frequency_weights
+    def needs_frequency_weights(self) -> bool:
+        return self.sparse.needs_frequency_weights
 
     def __call__(self, generator, state, spatial_shape, *, key=None):
         if key is None:

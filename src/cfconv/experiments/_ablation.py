@@ -54,6 +54,16 @@ def _check_sampling(sampling) -> None:
         raise ValueError(f"`sampling` must be one of {SAMPLINGS}, got {sampling!r}")
 
 
+def _check_weights(strategy, state) -> None:
+    """A clear error if `strategy` samples by weights that `state` does not hold."""
+    if strategy.sampling == "stratified" and state.frequency_weights is None:
+        raise ValueError(
+            f"`state` has no `frequency_weights`, which {type(strategy).__name__}"
+            "(sampling='stratified') samples by: build it as `KernelState(kernel, "
+            "frequency_weights)`, e.g. with `cfconv.train.refresh_frequency_weights`"
+        )
+
+
 def fraction_positions(generator: KernelGenerator, spatial_shape, fraction: float) -> int:
     """How many positions are `fraction` of `generator`'s grid at `spatial_shape` (at
     least one)."""
@@ -62,8 +72,8 @@ def fraction_positions(generator: KernelGenerator, spatial_shape, fraction: floa
 
 class FractionSparse(AbstractStrategy):
     """The paper's sparse step ([`cfconv.Sparse`][]), sampling a `fraction` of each
-    layer's grid (with replacement) instead of a fixed number of positions, so that
-    layers of different sizes are sampled alike.
+    layer's grid (uniformly with replacement, or stratified, as `sampling` says) instead
+    of a fixed number of positions, so that layers of different sizes are sampled alike.
 
     **Fields:**
 
@@ -84,7 +94,7 @@ class FractionSparse(AbstractStrategy):
         _check_sampling(self.sampling)
 
     @property
-    def uses_frequency_weights(self) -> bool:
+    def needs_frequency_weights(self) -> bool:
         return self.sampling == "stratified"
 
     def _sparse(self, generator, spatial_shape) -> Sparse:
@@ -92,6 +102,7 @@ class FractionSparse(AbstractStrategy):
         return Sparse(num, self.rate, write_back=self.write_back, sampling=self.sampling)
 
     def __call__(self, generator, state, spatial_shape, *, key=None):
+        _check_weights(self, state)
         return self._sparse(generator, spatial_shape)(generator, state, spatial_shape, key=key)
 
     def after_update(self, generator, kernel, new_state, spatial_shape):
@@ -110,7 +121,8 @@ def _generate_and_sample(strategy, generator, state, spatial_shape, key):
     if strategy.sampling == "uniform":
         positions = sample_positions(key, kernel.shape, num)
         return kernel, positions, jnp.ones(positions.shape, jnp.float32)
-    # As `Sparse(num, sampling="stratified")` samples (the error names the state's field).
+    _check_weights(strategy, state)
+    # As `Sparse(num, sampling="stratified")` samples.
     sparse = Sparse(num, sampling="stratified")
     positions, scales = sparse.sample_stratified(generator, state, spatial_shape, key=key)
     return kernel, positions, scales
@@ -147,7 +159,7 @@ class SampledGradient(AbstractStrategy):
         _check_sampling(self.sampling)
 
     @property
-    def uses_frequency_weights(self) -> bool:
+    def needs_frequency_weights(self) -> bool:
         return self.sampling == "stratified"
 
     def __call__(self, generator, state, spatial_shape, *, key=None):
@@ -191,7 +203,7 @@ class StaleKernel(AbstractStrategy):
         _check_sampling(self.sampling)
 
     @property
-    def uses_frequency_weights(self) -> bool:
+    def needs_frequency_weights(self) -> bool:
         return self.sampling == "stratified"
 
     def __call__(self, generator, state, spatial_shape, *, key=None):
@@ -256,7 +268,7 @@ def run_sparse_ablation(
     **Arguments:**
 
     - `variants`: which of `VARIANTS` to train (default `DEFAULT_VARIANTS`).
-    - `fraction`: draws per step as a share of each layer's grid (with replacement).
+    - `fraction`: draws per step as a share of each layer's grid.
     - `rate`: the EMA weight of the sparse and stale-kernel variants.
     - `generator_momentum`: Adam's $\beta_1$ for the generator MLPs (default 0.9, the
       paper's Adam; `cfconv train` defaults to 0).
@@ -287,9 +299,12 @@ def run_sparse_ablation(
         raise ValueError(f"`variants` must be a non-empty subset of {tuple(VARIANTS)}, got "
                          f"{tuple(variants)}")  # fmt: skip
     ignored = sorted(set(config) & {"strategy", "positions", "chunk_size", "write_back"})
+    if sampling == "uniform" and "sampling_floor" in config:
+        ignored.append("sampling_floor")
     if ignored:
         raise ValueError(f"{ignored} would be ignored: each variant sets its own strategy "
-                         f"(`variants`, `fraction`, `rate`)")  # fmt: skip
+                         f"(`variants`, `fraction`, `rate`, `sampling`; `sampling_floor` "
+                         f"only with `sampling='stratified'`)")  # fmt: skip
     # The stored kernels start as the paper's noise unless `state_init` says otherwise.
     train_config = TrainConfig(**{"rate": rate, "generator_momentum": generator_momentum,
                                   "state_init": "uniform", **config,

@@ -121,8 +121,9 @@ def fit(
     than the sparse updates can carry it into the stored kernel (see
     [`cfconv.train.make_optimizer`][]).
 
-    Each epoch: shuffled batches (a function of `seed` and the epoch); with a
-    [`cfconv.Sparse`][] strategy whose `sampling` is `"stratified"`, first new
+    Each epoch: shuffled batches (a function of `seed` and the epoch); with a strategy
+    that [`needs_frequency_weights`][cfconv.AbstractStrategy.needs_frequency_weights]
+    (such as [`cfconv.Sparse`][] with `sampling="stratified"`), first new
     `frequency_weights` for the kernel states from the epoch's first batch
     ([`cfconv.train.refresh_frequency_weights`][], with `config.sampling_floor`); one jitted
     [`cfconv.train.make_train_step`][] per batch, evaluation on `val_data` with the

@@ -20,10 +20,10 @@ from ._step import loss_and_accuracy
 def stratifies(strategy: AbstractStrategy, model) -> bool:
     """Whether `fit` trains `model` with `strategy` by stratified sampling (and so keeps
     `frequency_weights` in its kernel states): a CF-Conv net, with a strategy whose
-    [`uses_frequency_weights`][cfconv.AbstractStrategy.uses_frequency_weights]."""
+    [`needs_frequency_weights`][cfconv.AbstractStrategy.needs_frequency_weights]."""
     from ..models import CFConvNet
 
-    return strategy.uses_frequency_weights and isinstance(model, CFConvNet)
+    return strategy.needs_frequency_weights and isinstance(model, CFConvNet)
 
 
 def uniform_frequency_weights(states: tuple[KernelState, ...]) -> tuple[KernelState, ...]:
@@ -73,9 +73,10 @@ def refresh_frequency_weights(
     The gradient of the batch's mean loss with respect to the stored kernels (the
     network as [`cfconv.Stored`][] runs it; one dense forward and backward pass, with no
     MLP evaluated) gives each layer's weights by [`cfconv.frequency_weights`][]. A
-    [`cfconv.Sparse`][] strategy with `sampling="stratified"` then draws its positions by
-    them. [`cfconv.train.fit`][] calls this at the start of every epoch, on the epoch's
-    first batch.
+    [`cfconv.Sparse`][] strategy with `sampling="stratified"` (or another that
+    [`needs_frequency_weights`][cfconv.AbstractStrategy.needs_frequency_weights]) then
+    draws its positions by them. [`cfconv.train.fit`][] calls this at the start of every
+    epoch, on the epoch's first batch.
 
     **Arguments:**
 
