@@ -6,11 +6,11 @@ from typing import ClassVar, Literal
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import FourierKernel, KernelValues, Positions
 from ._errors import check_int, check_rate
+from ._evaluation import chunked, evaluate_remat
 from ._generators import KernelGenerator
 from ._positions import sample_positions
 from ._state import KernelState, SparseKernel, sparse_update
@@ -259,7 +259,7 @@ class Sparse(AbstractStrategy):
         """Evaluate the generator at `positions`, at once or in checkpointed chunks."""
         if self.chunk_size is None:
             if self.remat_chunk_size is not None:
-                return _evaluate_remat(generator, positions, spatial_shape,
+                return evaluate_remat(generator, positions, spatial_shape,
                                        self.remat_chunk_size, self.unroll)  # fmt: skip
             return generator(positions, spatial_shape)
         num = positions.shape[0]
@@ -269,7 +269,7 @@ class Sparse(AbstractStrategy):
             return None, generator(chunk_positions, spatial_shape)
 
         # Padding with position 0: its values are dropped.
-        chunks = _chunked(positions, min(self.chunk_size, num), 0)
+        chunks = chunked(positions, min(self.chunk_size, num), 0)
         _, values = jax.lax.scan(body, None, chunks, unroll=self.unroll)
         return values.reshape(-1)[:num]
 
@@ -333,53 +333,6 @@ def _rewrite(kernel, index, step: SparseKernel, values):
     fresh = jax.lax.stop_gradient(step.values).astype(kernel.dtype)
     weights = jax.lax.stop_gradient(step.weights).astype(fresh.real.dtype)
     return kernel.at[index].add(weights * (values.astype(kernel.dtype) - fresh))
-
-
-def _chunked(array, chunk: int, fill):
-    """`array` padded with `fill` to whole chunks, as `(chunks, chunk, ...)`."""
-    num = array.shape[0]
-    n_chunks = -(-num // chunk)
-    pad = [(0, n_chunks * chunk - num)] + [(0, 0)] * (array.ndim - 1)
-    padded = jnp.pad(array, pad, constant_values=fill)
-    return padded.reshape((n_chunks, chunk) + array.shape[1:])
-
-
-def _evaluate_remat(
-    generator: KernelGenerator, positions: Positions, spatial_shape, chunk_size: int,
-    unroll: int,
-) -> KernelValues:  # fmt: skip
-    """`generator(positions, spatial_shape)`, keeping no activations for the backward
-    pass: its vector-Jacobian product re-evaluates `chunk_size` positions at a time."""
-    params, static = eqx.partition(generator, eqx.is_inexact_array)
-    chunk = min(chunk_size, positions.shape[0])
-
-    def evaluate(params, positions):
-        return eqx.combine(params, static)(positions, spatial_shape)
-
-    @jax.custom_vjp
-    def values_of(params, positions):
-        return evaluate(params, positions)
-
-    def forward(params, positions):
-        return evaluate(params, positions), (params, positions)
-
-    def backward(residuals, cotangent):
-        params, positions = residuals
-        # Padding: position 0 with a zero cotangent adds nothing to the gradient.
-        chunks = (_chunked(positions, chunk, 0), _chunked(cotangent, chunk, 0))
-
-        def body(total, chunk_inputs):
-            chunk_positions, chunk_cotangent = chunk_inputs
-            _, vjp = jax.vjp(lambda p: evaluate(p, chunk_positions), params)
-            (grad,) = vjp(chunk_cotangent)
-            return jax.tree.map(jnp.add, total, grad), None
-
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        total, _ = jax.lax.scan(body, zeros, chunks, unroll=unroll)
-        return total, None
-
-    values_of.defvjp(forward, backward)
-    return values_of(params, positions)
 
 
 class Stored(AbstractStrategy):

@@ -95,7 +95,6 @@ def demo(args) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `cfconv` command line with `argv` (default: `sys.argv[1:]`)."""
     from .experiments import (
-        _ablation,
         _commands as _experiments,
         _compare,
         _filters,
@@ -143,12 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     _gradient_noise.add_gradient_noise_arguments(p, _positive_int, _non_negative_int)
     p.set_defaults(run=_gradient_noise.gradient_noise_command)
 
-    doc = _ablation.sparse_ablation_command.__doc__
+    doc = _experiments.sparse_ablation_command.__doc__
     p = commands.add_parser("sparse-ablation", help=doc, description=doc)
-    _ablation.add_sparse_ablation_arguments(
+    _experiments.add_sparse_ablation_arguments(
         p, _positive_int, _non_negative_int, _fraction, _momentum
     )
-    p.set_defaults(run=_ablation.sparse_ablation_command)
+    p.set_defaults(run=_experiments.sparse_ablation_command)
 
     doc = _experiments.plot_command.__doc__
     p = commands.add_parser("plot", help=doc, description=doc)

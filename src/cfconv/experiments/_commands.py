@@ -1,5 +1,5 @@
-"""The command-line glue of `cfconv spectral-bias` and `cfconv plot`: their options,
-and the functions that run them and print or write the results."""
+"""The command-line glue of `cfconv spectral-bias`, `cfconv sparse-ablation` and `cfconv
+plot`: their options, and the functions that run them and print or write the results."""
 
 import json
 import pathlib
@@ -10,6 +10,8 @@ from typing import Any
 
 import jax
 
+from .._strategies import SAMPLINGS
+from ._ablation import DEFAULT_VARIANTS, VARIANTS, format_ablation, run_sparse_ablation
 from ._plots import plot_checkpoint, plot_spectral_bias
 from ._spectral_bias import format_tables, run_spectral_bias
 from ._spectral_setup import SpectralBiasConfig
@@ -143,3 +145,79 @@ def add_plot_arguments(p, positive_int, non_negative_int) -> None:
     )
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the sampled positions drawn (default 0)")  # fmt: skip
+
+
+# --- `cfconv sparse-ablation` --------------------------------------------------------------
+
+
+def sparse_ablation_command(args) -> int:
+    """Split the accuracy gap between sparse and exact training into its causes: train
+    the digits net with the exact step, with a sampled gradient only, with a stale
+    kernel only, and with the paper's sparse step, and compare."""
+    config = dict(epochs=args.epochs, seed=args.seed, width=args.width, depth=args.depth,
+                  lr=args.lr, model=args.model, state_init=args.state_init)  # fmt: skip
+    if args.generator_lr is not None:
+        config["generator_lr"] = args.generator_lr
+    print(f"cfconv sparse-ablation: {args.model} net on the digits, {args.epochs} epochs, "
+          f"seed {args.seed}; {args.fraction:g} of each layer's grid drawn per step, "
+          f"{args.sampling}, rate {args.rate:g}, generator momentum "
+          f"{args.generator_momentum:g}, stored kernels from {args.state_init} "
+          f"({jax.default_backend()})", flush=True)  # fmt: skip
+    try:
+        results = run_sparse_ablation(args.variants, fraction=args.fraction, rate=args.rate,
+                                      generator_momentum=args.generator_momentum,
+                                      sampling=args.sampling, log=sys.stderr,
+                                      **config)  # fmt: skip
+    except ValueError as error:
+        print(f"cfconv sparse-ablation: {error}", file=sys.stderr)
+        return 2
+    print()
+    print(format_ablation(results))
+    if args.json:
+        print(json.dumps({v: {"val_acc": m["val_acc"], "epochs": m["epochs"],
+                              "seconds": m["seconds"]} for v, m in results.items()}))  # fmt: skip
+    return 0
+
+
+def _variants(text: str) -> tuple[str, ...]:
+    import argparse
+
+    names = tuple(v.strip() for v in text.split(","))
+    bad = [v for v in names if v not in VARIANTS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown variants {bad}; choose from {tuple(VARIANTS)}")
+    return names
+
+
+def add_sparse_ablation_arguments(p, positive_int, non_negative_int, fraction, momentum
+                                  ) -> None:  # fmt: skip
+    """The options of `cfconv sparse-ablation`."""
+    from ..models import MODEL_NAMES
+    from ..train._config import STATE_INITS
+
+    cf_models = [m for m in MODEL_NAMES if m not in ("spatial", "fourier")]
+    names = ", ".join(VARIANTS)
+    p.add_argument("--variants", type=_variants, default=DEFAULT_VARIANTS,
+                   help=f"comma-separated subset of {names} (default: the first four)")  # fmt: skip
+    p.add_argument("--fraction", type=fraction, default=0.1,
+                   help="draws per step as a share of each layer's grid (0.1)")  # fmt: skip
+    p.add_argument("--rate", type=fraction, default=0.1,
+                   help="EMA weight of the fresh values (0.1, the paper's)")  # fmt: skip
+    p.add_argument("--sampling", choices=SAMPLINGS, default="uniform",
+                   help="how positions are drawn: uniform (default, the paper's) or "
+                        "stratified by frequency weights (cfconv train's default)")  # fmt: skip
+    p.add_argument("--state-init", choices=STATE_INITS, default="uniform",
+                   help="the initial stored kernels: uniform noise (default, the paper's) "
+                        "or the generators' kernels (cfconv train's default)")  # fmt: skip
+    p.add_argument("--model", choices=cf_models, default="hw_cin_cout",
+                   help="the CF-Conv parameterization (default hw_cin_cout)")  # fmt: skip
+    p.add_argument("--epochs", type=positive_int, default=10, help="epochs per variant (10)")
+    p.add_argument("--width", type=positive_int, default=32, help="filters per layer (32)")
+    p.add_argument("--depth", type=positive_int, default=6, help="convolution layers (6)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
+    p.add_argument("--generator-lr", type=float, default=None,
+                   help="Adam learning rate of the kernel MLPs (default: --lr)")  # fmt: skip
+    p.add_argument("--generator-momentum", type=momentum, default=0.9, metavar="B1",
+                   help="Adam's b1 for the kernel MLPs (default 0.9, Adam's)")  # fmt: skip
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (0)")
+    p.add_argument("--json", action="store_true", help="also print the results as JSON")
