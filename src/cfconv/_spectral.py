@@ -115,6 +115,8 @@ def _einsum_mix(x_hat, kernel):
 
 
 def _mix(x_hat, kernel):
+    if isinstance(kernel, SparseKernel) and kernel.dense_gradient:
+        return _einsum_mix(x_hat, kernel.dense())
     if isinstance(kernel, SparseKernel):
         x_hat, dense, values = _same_varying(x_hat, kernel.kernel, kernel.values)
         return _sparse_mix(x_hat, dense, kernel.positions, values, kernel.weights)

@@ -29,10 +29,15 @@ class KernelState(eqx.Module):
       spreads its positions over the kernel's frequencies (see
       [`cfconv.stratified_positions`][] and [`cfconv.frequency_weights`][]). Strategies
       pass it on unchanged; [`cfconv.train.refresh_frequency_weights`][] recomputes it.
+    - `residual`: `None` (the default), or a complex array of the kernel's shape: for a
+      [`cfconv.Sparse`][] strategy with `error_feedback=True`, the part of past steps'
+      kernel gradients that has not reached the generator yet, because those entries were
+      not sampled since (see [`with_residual`][cfconv.KernelState.with_residual]).
     """
 
     kernel: FourierKernel
     frequency_weights: Float[Array, "h wf"] | None = None
+    residual: FourierKernel | None = None
 
     def __check_init__(self):
         kernel = self.kernel
@@ -46,10 +51,24 @@ class KernelState(eqx.Module):
                     f"`frequency_weights` must have shape {tuple(kernel.shape[-2:])} (the "
                     f"kernel's frequencies), got {weights.shape}"
                 )
+        residual = self.residual
+        if residual is not None and hasattr(residual, "ndim") and hasattr(residual, "dtype"):
+            check_array("residual", residual, ndim=4, kind="complex")
+            if hasattr(kernel, "shape") and residual.shape != kernel.shape:
+                raise ValueError(
+                    f"`residual` must have the kernel's shape {kernel.shape}, got {residual.shape}"
+                )
 
     def replace_kernel(self, kernel: FourierKernel) -> "KernelState":
-        """This state with another kernel (the same `frequency_weights`)."""
-        return KernelState(kernel, self.frequency_weights)
+        """This state with another kernel (the same `frequency_weights` and `residual`)."""
+        return KernelState(kernel, self.frequency_weights, self.residual)
+
+    def with_residual(self, residual: FourierKernel | None = None) -> "KernelState":
+        """This state with a `residual` (default: zeros of the kernel's shape and dtype,
+        where error feedback starts), or with `None` to drop it."""
+        if residual is None:
+            residual = jnp.zeros_like(self.kernel)
+        return KernelState(self.kernel, self.frequency_weights, residual)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -242,12 +261,18 @@ class SparseKernel(eqx.Module):
     - `weights`: real array of shape `(num,)`, the derivative of the kernel entry at
       `positions[n]` with respect to `values[n]`: the EMA `rate` for the occurrence whose
       value was used, `0` for the other occurrences of a repeated position.
+    - `dense_gradient`: `False` (default): the convolution computes the gradient at
+      `positions` only, and none reaches `kernel`. `True`: it convolves with
+      [`dense()`][cfconv.SparseKernel.dense], computing the kernel's gradient at every
+      entry, so that a `kernel` that carries gradient gets it (as [`cfconv.Sparse`][]
+      with `error_feedback=True` needs).
     """
 
     kernel: FourierKernel
     positions: Positions
     values: KernelValues
     weights: Float[Array, " num"]
+    dense_gradient: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
         fields = {"kernel": (4, "complex"), "positions": (1, "int"), "values": (1, "complex"),

@@ -11,6 +11,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ._custom_types import FourierKernel, KernelValues, Positions
 from ._errors import check_int, check_rate
 from ._evaluation import chunked, evaluate_remat
+from ._feedback import feedback_residual, feedback_step
 from ._generators import KernelGenerator
 from ._positions import sample_positions
 from ._state import KernelState, SparseKernel, sparse_update
@@ -49,6 +50,22 @@ class AbstractStrategy(eqx.Module):
         samples by the weights overrides this property."""
         return False
 
+    @property
+    def needs_residual(self) -> bool:
+        """Whether the strategy keeps a `residual` in the states (which must then hold
+        one: [`cfconv.KernelState.with_residual`][]; [`cfconv.train.fit`][] adds it).
+        `False` here; [`cfconv.Sparse`][] with `error_feedback=True` says `True`."""
+        return False
+
+    @property
+    def needs_state_gradient(self) -> bool:
+        """Whether [`after_update`][cfconv.AbstractStrategy.after_update] needs the loss's
+        gradient with respect to the step's input state: a training step then
+        differentiates with respect to the states as well and passes it as
+        `state_gradient` ([`cfconv.train.make_train_step`][] does). `False` here;
+        [`cfconv.Sparse`][] with `error_feedback=True` says `True`."""
+        return False
+
     @abc.abstractmethod
     def __call__(
         self,
@@ -76,6 +93,8 @@ class AbstractStrategy(eqx.Module):
         kernel: FourierKernel | SparseKernel,
         new_state: KernelState,
         spatial_shape: tuple[int, int],
+        *,
+        state_gradient: KernelState | None = None,
     ) -> KernelState:
         """The state to carry to the next step, once the optimizer has updated the
         generator.
@@ -83,19 +102,24 @@ class AbstractStrategy(eqx.Module):
         A training step calls it after the update, with the updated `generator` and the
         `kernel` and `new_state` that `__call__` returned. The default returns
         `new_state`; [`cfconv.Sparse`][] with `write_back=True` re-evaluates the updated
-        generator at the sampled positions.
+        generator at the sampled positions, and with `error_feedback=True` adds the
+        step's kernel gradient to the residual.
 
         **Arguments:**
 
         - `generator`: the layer's generator, after the optimizer update.
         - `kernel`, `new_state`: what `__call__` returned for this step.
         - `spatial_shape`: the image size `(h, w)`.
+        - `state_gradient`: the loss's gradient with respect to the step's input state
+          (a [`cfconv.KernelState`][] of gradients), passed only to strategies whose
+          [`needs_state_gradient`][cfconv.AbstractStrategy.needs_state_gradient] is
+          `True`; a subclass that does not need it may leave it out of its signature.
 
         **Returns:**
 
         The next [`cfconv.KernelState`][].
         """
-        del generator, kernel, spatial_shape
+        del generator, kernel, spatial_shape, state_gradient
         return new_state
 
 
@@ -221,6 +245,20 @@ class Sparse(AbstractStrategy):
     digits, a few low frequencies carry most of it), a step's gradient is much less
     noisy than with uniform positions. The positions are distinct, so `replace` is not
     used, and a grid smaller than `num` is sampled whole.
+
+    **Error feedback.** With `error_feedback=True` the kernel gradient at the entries a
+    step does not sample is not lost: the convolution computes it at every entry (no MLP
+    is evaluated for it), the state keeps its sum in `residual`, and an entry's residual
+    joins its gradient when the entry is next sampled (see `cfconv._feedback`; the state
+    must hold a residual, [`cfconv.KernelState.with_residual`][], and the training step
+    must pass the state's gradient to [`after_update`][cfconv.AbstractStrategy.after_update],
+    as [`cfconv.train.make_train_step`][] does). Every entry's gradient then reaches the
+    generator once, a few steps late, instead of being scaled up when sampled and lost
+    otherwise; stratified positions are then not given gradient scales. It costs a
+    residual the size of the kernel per layer, and the kernel gradient at every entry
+    (a batch-sized product per entry, as in the dense strategies' convolution) instead of
+    at the sampled ones. What it does to accuracy is measured in `docs/cli.md`,
+    "Accuracy".
     """
 
     num: int = eqx.field(static=True, default=2**18)
@@ -231,6 +269,7 @@ class Sparse(AbstractStrategy):
     remat_chunk_size: int | None = eqx.field(static=True, default=2**15)
     write_back: bool = eqx.field(static=True, default=False)
     sampling: Literal["uniform", "stratified"] = eqx.field(static=True, default="uniform")
+    error_feedback: bool = eqx.field(static=True, default=False)
     needs_key: ClassVar[bool] = True
 
     def __check_init__(self):
@@ -243,11 +282,23 @@ class Sparse(AbstractStrategy):
             check_int("remat_chunk_size", self.remat_chunk_size)
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"`sampling` must be one of {SAMPLINGS}, got {self.sampling!r}")
+        if not isinstance(self.error_feedback, bool):
+            raise TypeError(f"`error_feedback` must be a bool, got {self.error_feedback!r}")
 
     @property
     def needs_frequency_weights(self) -> bool:
         """`True` with `sampling="stratified"`."""
         return self.sampling == "stratified"
+
+    @property
+    def needs_residual(self) -> bool:
+        """`True` with `error_feedback=True`."""
+        return self.error_feedback
+
+    @property
+    def needs_state_gradient(self) -> bool:
+        """`True` with `error_feedback=True`."""
+        return self.error_feedback
 
     def sample(self, generator: KernelGenerator, spatial_shape, *, key) -> Positions:
         """The positions this strategy would sample for `key`."""
@@ -281,8 +332,12 @@ class Sparse(AbstractStrategy):
             values = self.evaluate(generator, positions, spatial_shape)
         else:
             positions, scales = self.sample_stratified(generator, state, spatial_shape, key=key)
-            values = scale_gradient(self.evaluate(generator, positions, spatial_shape), scales)
+            values = self.evaluate(generator, positions, spatial_shape)
+            if not self.error_feedback:
+                values = scale_gradient(values, scales)
         kernel = sparse_update(state, positions, values, rate=self.rate)
+        if self.error_feedback:
+            return feedback_step(kernel, state, type(self).__name__)
         return kernel, state.replace_kernel(kernel.kernel)
 
     def sample_stratified(
@@ -300,7 +355,10 @@ class Sparse(AbstractStrategy):
         num = min(self.num, math.prod(grid))
         return stratified_positions(key, grid, num, state.frequency_weights)
 
-    def after_update(self, generator, kernel, new_state, spatial_shape):
+    def after_update(self, generator, kernel, new_state, spatial_shape, *, state_gradient=None):
+        if self.error_feedback:
+            kernel = _check_step_kernel(kernel)
+            new_state = feedback_residual(kernel, new_state, state_gradient, type(self).__name__)
         if not self.write_back:
             return new_state
         kernel = _check_step_kernel(kernel)

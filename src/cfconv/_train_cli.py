@@ -123,6 +123,15 @@ def add_train_arguments(p: argparse.ArgumentParser, *, one_run: bool = True) -> 
         "evenly over the frequencies, in [0, 1] (default 0.05)",
     )
     kernel.add_argument(
+        "--error-feedback",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="keep the kernel gradient at the entries a sparse step does not sample (one "
+        "more kernel-sized array per layer) and pass it to the generators when those "
+        "entries are next sampled, instead of scaling up the sampled ones' (sparse "
+        "strategies). Default: off",
+    )
+    kernel.add_argument(
         "--state-init",
         choices=("uniform", "generator"),
         default="generator",
@@ -224,6 +233,7 @@ def train_config(args, *, image_size: int, seed: int):
         generator_momentum=args.generator_momentum,
         sampling=args.sampling,
         sampling_floor=args.sampling_floor,
+        error_feedback=args.error_feedback,
         state_init=args.state_init,
         seed=seed,
         width=args.width,

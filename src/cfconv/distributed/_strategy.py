@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from .._feedback import feedback_residual, feedback_step
 from .._positions import unravel_positions
 from .._state import SparseKernel, blend
 from .._strategies import AbstractStrategy, Sparse, _check_step_kernel, _rewrite
@@ -52,6 +53,14 @@ class ShardedSparse(AbstractStrategy):
     def needs_frequency_weights(self) -> bool:
         return self.sparse.needs_frequency_weights
 
+    @property
+    def needs_residual(self) -> bool:
+        return self.sparse.needs_residual
+
+    @property
+    def needs_state_gradient(self) -> bool:
+        return self.sparse.needs_state_gradient
+
     def __call__(self, generator, state, spatial_shape, *, key=None):
         if key is None:
             raise ValueError("`key` is required by the ShardedSparse strategy (it samples)")
@@ -62,12 +71,22 @@ class ShardedSparse(AbstractStrategy):
             positions, scales = self.sparse.sample_stratified(generator, state, spatial_shape,
                                                               key=key)  # fmt: skip
             positions, scales = self._spread(positions), self._spread(scales)
-            values = scale_gradient(self.sparse.evaluate(generator, positions, spatial_shape),
-                                     scales)  # fmt: skip
-        return self._blend(state, positions, values)
+            values = self.sparse.evaluate(generator, positions, spatial_shape)
+            if not self.sparse.error_feedback:
+                values = scale_gradient(values, scales)
+        kernel, new_state = self._blend(state, positions, values)
+        if not self.sparse.error_feedback:
+            return kernel, new_state
+        kernel, new_state = feedback_step(kernel, state, "ShardedSparse")
+        return kernel, self._split_residual(new_state)
 
-    def after_update(self, generator, kernel, new_state, spatial_shape):
-        """As [`cfconv.Sparse`][]'s (write-back), with this strategy's layout."""
+    def after_update(self, generator, kernel, new_state, spatial_shape, *, state_gradient=None):
+        """As [`cfconv.Sparse`][]'s (write-back, error feedback), with this strategy's
+        layout."""
+        if self.sparse.error_feedback:
+            kernel = _check_step_kernel(kernel)
+            new_state = feedback_residual(kernel, new_state, state_gradient, "ShardedSparse")
+            new_state = self._split_residual(new_state)
         if not self.sparse.write_back:
             return new_state
         kernel = _check_step_kernel(kernel)
@@ -78,6 +97,10 @@ class ShardedSparse(AbstractStrategy):
         # As `Sparse.after_update`, indexed by (c_in, c_out, row, column) (see `_blend`).
         new = _rewrite(new, unravel_positions(positions, new.shape), kernel, values)
         return new_state.replace_kernel(jax.lax.with_sharding_constraint(new, split))
+
+    def _split_residual(self, state):
+        split = NamedSharding(self.mesh, P(None, MODEL_AXIS))
+        return state.with_residual(jax.lax.with_sharding_constraint(state.residual, split))
 
     def _spread(self, positions):
         """The positions split over every device (when the device count divides them)."""

@@ -186,9 +186,11 @@ def _record_shapes(path: pathlib.Path, count: int) -> list[tuple[int, ...]]:
     return shapes
 
 
-def _template(config, in_channels: int, num_classes: int, weights: bool | None = None):
+def _template(config, in_channels: int, num_classes: int, weights: bool | None = None,
+              residual: bool = False):  # fmt: skip
     """What `cfconv train` saves, as shapes only: (model, states, opt_state, key_data);
-    the states hold `frequency_weights` if `weights` (`None`: if `config` stratifies)."""
+    the states hold `frequency_weights` if `weights` (`None`: if `config` stratifies), and
+    a `residual` if `residual`."""
     from ..train._sampling import stratifies, uniform_frequency_weights
 
     def build():
@@ -200,6 +202,8 @@ def _template(config, in_channels: int, num_classes: int, weights: bool | None =
         stratified = stratifies(config.kernel_strategy(), model) if weights is None else weights
         if stratified:
             states = uniform_frequency_weights(states)
+        if residual:
+            states = tuple(state.with_residual() for state in states)
         opt_state = config.optimizer().init(eqx.filter(model, eqx.is_inexact_array))
         return model, states, opt_state, jax.random.key_data(key)
 
@@ -240,8 +244,9 @@ def load_trained_model(checkpoint: str | os.PathLike) -> tuple[Any, tuple, dict[
     config = TrainConfig.from_json(metadata["config"])
     # Checkpoints from before this field: the states hold weights if the config stratifies.
     weights = metadata.get("frequency_weights")
-    first = _saved_shapes(_template(config, 1, 2, weights))  # one output
-    second = _saved_shapes(_template(config, 2, 5, weights))  # five outputs
+    residual = bool(metadata.get("residual", False))  # error feedback's, if trained with it
+    first = _saved_shapes(_template(config, 1, 2, weights, residual))  # one output
+    second = _saved_shapes(_template(config, 2, 5, weights, residual))  # five outputs
     saved = _record_shapes(path, len(first))
     in_channels, num_classes = None, None
     for a, b, s in zip(first, second, saved):
@@ -252,7 +257,7 @@ def load_trained_model(checkpoint: str | os.PathLike) -> tuple[Any, tuple, dict[
                 num_classes = 2 if ds == 1 else ds
     if in_channels is None or num_classes is None:  # pragma: no cover - defensive
         raise ValueError(f"cannot tell the channels and classes of the checkpoint {path}")
-    like = _template(config, in_channels, num_classes, weights)
+    like = _template(config, in_channels, num_classes, weights, residual)
     (model, states, _, _), metadata = load_checkpoint(path, like)
     return model, states, metadata
 

@@ -66,16 +66,20 @@ class AbstractModel(eqx.Module):
         new_states: tuple[KernelState, ...],
         image_size: tuple[int, int],
         strategy: AbstractStrategy | str,
+        *,
+        state_gradients: tuple[KernelState, ...] | None = None,
     ) -> tuple[KernelState, ...]:
         """The states to carry to the next step, called on the model *after* the
         optimizer update, with the `kernels` and `new_states` that
-        [`kernels`][cfconv.models.AbstractModel.kernels] returned.
+        [`kernels`][cfconv.models.AbstractModel.kernels] returned, and (for strategies
+        that [`need_state_gradient`][cfconv.AbstractStrategy.needs_state_gradient]) the
+        loss's gradients with respect to the step's input states.
 
         Each CF-Conv layer's strategy decides
         ([`AbstractStrategy.after_update`][cfconv.AbstractStrategy.after_update]); by
         default, and for models without generators, this is `new_states`.
         """
-        del kernels, image_size, strategy
+        del kernels, image_size, strategy, state_gradients
         return new_states
 
     @abc.abstractmethod

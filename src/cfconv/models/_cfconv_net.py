@@ -255,16 +255,33 @@ class CFConvNet(AbstractModel):
         new_states = tuple(state for _, state in results)
         return kernels, new_states
 
-    def after_update(self, kernels, new_states, image_size, strategy):
+    def after_update(self, kernels, new_states, image_size, strategy, *, state_gradients=None):
         """The states to carry to the next step, once the optimizer has updated the
         generators: each layer's
         [`AbstractStrategy.after_update`][cfconv.AbstractStrategy.after_update] (for
         [`cfconv.Sparse`][] with `write_back=True`, the updated generators' values blended
-        in at the sampled positions; otherwise `new_states`)."""
+        in at the sampled positions; otherwise `new_states`), given its state's gradient
+        if the strategy
+        [`needs_state_gradient`][cfconv.AbstractStrategy.needs_state_gradient]."""
         strategy = resolve_strategy(strategy)
+        if not strategy.needs_state_gradient:
+            return tuple(
+                strategy.after_update(layer.generator, kernel, new_state, image_size)
+                for layer, kernel, new_state in zip(self.layers, kernels, new_states)
+            )
+        if state_gradients is None:
+            raise ValueError(
+                f"`state_gradients` is required: the strategy ({type(strategy).__name__}) "
+                "needs the loss's gradient with respect to the states (see "
+                "`cfconv.train.make_train_step`)"
+            )
         return tuple(
-            strategy.after_update(layer.generator, kernel, new_state, image_size)
-            for layer, kernel, new_state in zip(self.layers, kernels, new_states)
+            strategy.after_update(
+                layer.generator, kernel, new_state, image_size, state_gradient=gradient
+            )  # fmt: skip
+            for layer, kernel, new_state, gradient in zip(
+                self.layers, kernels, new_states, state_gradients
+            )
         )
 
     def __call__(self, x: Real[Array, "cin h w"], kernels: tuple[StepKernel, ...]) -> Logits:

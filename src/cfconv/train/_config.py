@@ -44,6 +44,9 @@ class TrainConfig:
       [`cfconv.train.refresh_frequency_weights`][]), or `"uniform"` (the paper's).
     - `sampling_floor`: with `"stratified"`, the share of each step's positions spread
       evenly over the frequencies ([`cfconv.frequency_weights`][]'s `floor`).
+    - `error_feedback`: the sparse strategies keep the kernel gradient at the entries a
+      step does not sample, and pass it to the generators when they are next sampled
+      ([`cfconv.Sparse`][]'s `error_feedback`).
     - `state_init`: the CF-Conv nets' stored kernels start as the `"generator"`s'
       kernels, evaluated everywhere once (default), or as `"uniform"` noise (the paper's,
       `init_states`). Sparse updates overwrite a stored kernel only where they sample
@@ -75,6 +78,7 @@ class TrainConfig:
     generator_momentum: float | None = None
     sampling: str = "stratified"
     sampling_floor: float = 0.05
+    error_feedback: bool = False
     state_init: str = "generator"
     seed: int = 0
     width: int = 32
@@ -105,8 +109,9 @@ class TrainConfig:
             raise ValueError(f"`lr` must be positive, got {self.lr}")
         if self.generator_lr is not None and not self.generator_lr > 0:
             raise ValueError(f"`generator_lr` must be positive or None, got {self.generator_lr}")
-        if not isinstance(self.write_back, bool):
-            raise ValueError(f"`write_back` must be a bool, got {self.write_back!r}")
+        for name in ("write_back", "error_feedback", "augment"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"`{name}` must be a bool, got {getattr(self, name)!r}")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"`sampling` must be one of {SAMPLINGS}, got {self.sampling!r}")
         if self.state_init not in STATE_INITS:
@@ -137,9 +142,14 @@ class TrainConfig:
                 chunk_size=self.chunk_size,
                 write_back=self.write_back,
                 sampling=sampling,
+                error_feedback=self.error_feedback,
             ),
             "sparse-vmap": lambda: Sparse(
-                self.positions, self.rate, write_back=self.write_back, sampling=sampling
+                self.positions,
+                self.rate,
+                write_back=self.write_back,
+                sampling=sampling,
+                error_feedback=self.error_feedback,
             ),
         }[self.strategy]()
 
@@ -185,6 +195,7 @@ class TrainConfig:
         data.setdefault("generator_momentum", 0.9)
         data.setdefault("sampling", "uniform")
         data.setdefault("state_init", "uniform")
+        data.setdefault("error_feedback", False)
         if data.get("mlp_hidden") is not None:
             data["mlp_hidden"] = tuple(data["mlp_hidden"])
         return cls(**data)

@@ -197,6 +197,10 @@ def fit(
         states = _generated_states(model, states, image_size, config.chunk_size)
     if stratified:
         states = uniform_frequency_weights(states)
+    # Error feedback: the states keep the kernel gradient not yet passed to the generators.
+    feedback = strategy.needs_residual and isinstance(model, CFConvNet)
+    if feedback:
+        states = tuple(state.with_residual() for state in states)
     optimizer = config.optimizer()
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     key_data = jax.random.key_data(k_train)
@@ -214,6 +218,13 @@ def fit(
                 f"{'with' if weights else 'without'} stratified sampling, and this "
                 f"`strategy` ({type(strategy).__name__}) samples "
                 f"{'uniformly' if weights else 'stratified'}; pass the run's `strategy`"
+            )
+        if saved_metadata.get("residual", False) != feedback:
+            raise ValueError(
+                f"cannot resume from {path}: its kernel states were trained "
+                f"{'without' if feedback else 'with'} error feedback, and this `strategy` "
+                f"({type(strategy).__name__}) {'keeps' if feedback else 'keeps no'} "
+                "residual; pass the run's `strategy`"
             )
         different = {
             f.name
@@ -336,10 +347,11 @@ def fit(
             f"/step, {record['examples_per_s']:.0f} ex/s{lag}"
         )
         if path is not None:
-            # `frequency_weights`: whether the states hold them (a given `strategy` may
-            # sample otherwise than `config` says), for loaders that rebuild the tree.
+            # `frequency_weights`, `residual`: whether the states hold them (a given
+            # `strategy` may differ from `config`'s), for loaders that rebuild the tree.
             metadata = {"config": config.to_json(), "epoch": epoch + 1, "step": step,
-                        "history": history, "frequency_weights": stratified}  # fmt: skip
+                        "history": history, "frequency_weights": stratified,
+                        "residual": feedback}  # fmt: skip
             tree = (model, states, opt_state, key_data)
             if mesh is not None:
                 tree = gather(tree)  # a collective: every process takes part

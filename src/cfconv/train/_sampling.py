@@ -31,7 +31,9 @@ def uniform_frequency_weights(states: tuple[KernelState, ...]) -> tuple[KernelSt
     sampling starts before any gradient is known."""
     return tuple(
         KernelState(
-            state.kernel, jnp.ones(state.shape[2:], jnp.float32) / math.prod(state.shape[2:])
+            state.kernel,
+            jnp.ones(state.shape[2:], jnp.float32) / math.prod(state.shape[2:]),
+            state.residual,
         )
         for state in states
     )
@@ -92,7 +94,7 @@ def refresh_frequency_weights(
 
     **Returns:**
 
-    The states with the same kernels and new `frequency_weights`.
+    The states with the same kernels (and residuals) and new `frequency_weights`.
     """
     states = tuple(states)
     if not all(isinstance(state, KernelState) for state in states):
@@ -102,4 +104,4 @@ def refresh_frequency_weights(
     if mesh is not None:
         images, labels = shard_batch((images, labels), mesh)
     weights = _weights(model, states, images, labels, tuple(image_size), mesh, floor)
-    return tuple(KernelState(state.kernel, w) for state, w in zip(states, weights))
+    return tuple(KernelState(state.kernel, w, state.residual) for state, w in zip(states, weights))

@@ -115,15 +115,29 @@ def make_train_step(
             images = augment(key_augment, images)
         if preprocess is not None:
             images = preprocess(images)
-        grad_fn = eqx.filter_value_and_grad(loss_fn, has_aux=True)
-        (loss, (kernels, new_states, accuracy)), grads = grad_fn(
-            model, states, images, labels, key_kernels
-        )
+        if strategy.needs_state_gradient:
+            # E.g. error feedback: the kernel gradient at every entry, through the states.
+            grad_fn = eqx.filter_value_and_grad(
+                lambda both, *rest: loss_fn(*both, *rest), has_aux=True
+            )
+            (loss, (kernels, new_states, accuracy)), (grads, state_grads) = grad_fn(
+                (model, states), images, labels, key_kernels
+            )
+        else:
+            grad_fn = eqx.filter_value_and_grad(loss_fn, has_aux=True)
+            (loss, (kernels, new_states, accuracy)), grads = grad_fn(
+                model, states, images, labels, key_kernels
+            )
+            state_grads = None
         params = eqx.filter(model, eqx.is_inexact_array)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         model = eqx.apply_updates(model, updates)
         # E.g. a sparse strategy's write-back: the updated generators at the sampled positions.
-        states = model.after_update(kernels, new_states, image_size, strategy)
+        if state_grads is None:
+            states = model.after_update(kernels, new_states, image_size, strategy)
+        else:
+            states = model.after_update(kernels, new_states, image_size, strategy,
+                                        state_gradients=state_grads)  # fmt: skip
         if mesh is not None:
             # Keep every output where the matching input was.
             model, states, opt_state = shard((model, states, opt_state), mesh)
