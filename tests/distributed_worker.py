@@ -35,6 +35,33 @@ def count_compilations():
     return count
 
 
+def run_feedback(mesh_shape, start, out):
+    """A few SGD steps with error feedback (`Sparse(error_feedback=True)`): the residuals
+    are split like the kernels, and the kernel gradient reaches them through the gather."""
+    mesh = None if mesh_shape is None else make_mesh(*mesh_shape)
+    model, states = jax.tree.map(lambda a: a.copy() if eqx.is_array(a) else a, start)
+    states = tuple(state.with_residual() for state in states)
+    optimizer = optax.sgd(0.1)
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    rng = np.random.default_rng(1)
+    images = rng.normal(size=(BATCH, 1, *SIZE)).astype(np.float32)
+    labels = (np.arange(BATCH) % 3).astype(np.int32)
+    strategy = cfconv.Sparse(num=64, error_feedback=True, write_back=True)
+    step = make_train_step(optimizer, strategy, SIZE, mesh=mesh)
+    losses = []
+    for i in range(STEPS + 1):
+        model, states, opt_state, metrics = step(model, states, opt_state, images, labels,
+                                                 jax.random.key(20 + i))  # fmt: skip
+        losses.append(float(metrics["loss"]))
+    name = "none" if mesh_shape is None else f"{mesh_shape[0]}x{mesh_shape[1]}"
+    out[f"feedback/{name}/losses"] = np.asarray(losses)
+    for layer, state in enumerate(states):
+        out[f"feedback/{name}/state{layer}"] = np.asarray(state.kernel)
+        out[f"feedback/{name}/residual{layer}"] = np.asarray(state.residual)
+        shapes = sorted({s.data.shape for s in state.residual.addressable_shards})
+        out[f"feedback/{name}/residual{layer}_shard_shapes"] = np.asarray(shapes)
+
+
 def run(mesh_shape, start, out):
     """A few SGD steps of a small `hw_cin` net (one MLP per output channel, so both the
     kernel states and the MLP stacks are split over the model axis)."""
@@ -84,6 +111,8 @@ def main(path):
     start = (model, model.init_states(SIZE, key=jax.random.key(1)))
     for shape in MESHES.values():
         run(shape, start, out)
+    for shape in (None, (4, 2)):
+        run_feedback(shape, start, out)
     row = scaling_row(1, 8, model_name="hw_cin", width=WIDTH, depth=1, image_size=8,
                       batch_size=8, positions=64, steps=1)  # fmt: skip
     for key in ("state_bytes", "state_bytes_per_device", "devices"):

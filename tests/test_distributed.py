@@ -64,6 +64,22 @@ def test_sharded_steps_match_one_device(worker, mesh):
     assert worker["none/losses"][0] != worker["none/losses"][1]
 
 
+def test_error_feedback_on_a_mesh_matches_one_device(worker):
+    ours, reference = "feedback/4x2", "feedback/none"
+    np.testing.assert_allclose(worker[f"{ours}/losses"], worker[f"{reference}/losses"],
+                               rtol=1e-5)  # fmt: skip
+    for layer in (0, 1):
+        for name in ("state", "residual"):
+            np.testing.assert_allclose(worker[f"{ours}/{name}{layer}"],
+                                       worker[f"{reference}/{name}{layer}"], rtol=1e-4,
+                                       atol=1e-6)  # fmt: skip
+        residual = worker[f"{reference}/residual{layer}"]
+        assert np.abs(residual).sum() > 0
+        # Split over output channels on the model axis, like the kernel.
+        shapes = [tuple(s) for s in worker[f"{ours}/residual{layer}_shard_shapes"]]
+        assert shapes == [(residual.shape[0], residual.shape[1] // 2, *residual.shape[2:])]
+
+
 @pytest.mark.parametrize("mesh", MESHES)
 def test_each_device_holds_one_model_share_of_every_state(worker, mesh):
     _, model = parse_mesh(mesh)

@@ -64,8 +64,8 @@ class KernelState(eqx.Module):
         return KernelState(kernel, self.frequency_weights, self.residual)
 
     def with_residual(self, residual: FourierKernel | None = None) -> "KernelState":
-        """This state with a `residual` (default: zeros of the kernel's shape and dtype,
-        where error feedback starts), or with `None` to drop it."""
+        """This state with a `residual`; by default zeros of the kernel's shape and dtype,
+        where error feedback starts."""
         if residual is None:
             residual = jnp.zeros_like(self.kernel)
         return KernelState(self.kernel, self.frequency_weights, residual)

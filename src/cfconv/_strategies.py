@@ -214,7 +214,8 @@ class Sparse(AbstractStrategy):
 
     - `num`: positions sampled per call (the paper's $2^{12} \dots 2^{21}$).
     - `rate`: the EMA weight of the fresh values (the paper's 0.1).
-    - `replace`: sample with replacement (default) or without.
+    - `replace`: sample with replacement (default) or without (a grid smaller than
+      `num` is then sampled whole).
     - `chunk_size`: `None` (evaluate together) or positions per scan step.
     - `unroll`: scan iterations unrolled (for either scan).
     - `remat_chunk_size`: positions per step of the backward pass's recomputation
@@ -301,9 +302,10 @@ class Sparse(AbstractStrategy):
         return self.error_feedback
 
     def sample(self, generator: KernelGenerator, spatial_shape, *, key) -> Positions:
-        """The positions this strategy would sample for `key`."""
+        """The positions this strategy would sample for `key` (uniform sampling)."""
         grid = generator.grid_shape(spatial_shape)
-        return sample_positions(key, grid, self.num, replace=self.replace)
+        num = self.num if self.replace else min(self.num, math.prod(grid))
+        return sample_positions(key, grid, num, replace=self.replace)
 
     def evaluate(self, generator: KernelGenerator, positions: Positions, spatial_shape
                  ) -> KernelValues:  # fmt: skip
