@@ -17,9 +17,9 @@ import optax
 import pytest
 
 import cfconv
+from cfconv._feedback import feedback_residual, feedback_step
 from cfconv.distributed import ShardedSparse, make_mesh
 from cfconv.models import make_model
-from cfconv._feedback import feedback_residual, feedback_step
 from cfconv.train import TrainConfig, fit, load_checkpoint, make_train_step
 from helpers import raises_naming, tree_allclose
 
@@ -86,8 +86,8 @@ def test_generator_gradient_is_the_sampled_gradient_plus_the_residual(sampling):
     (expected,) = vjp(jnp.asarray(cotangent))
     assert tree_allclose(g_generator, expected, rtol=1e-4, atol=1e-5)
     # The kernel's value is the plain sparse step's, and the residual is carried as it was.
-    plain = cfconv.sparse_update(state, kernel.positions, layer.generator(kernel.positions,
-                                                                           SHAPE), rate=RATE)  # fmt: skip
+    fresh = layer.generator(kernel.positions, SHAPE)
+    plain = cfconv.sparse_update(state, kernel.positions, fresh, rate=RATE)
     np.testing.assert_allclose(np.asarray(kernel.kernel), np.asarray(plain.kernel), rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(new_state.residual), np.asarray(state.residual))
 
@@ -270,3 +270,12 @@ def _like(config, data):
     states = tuple(state.with_residual() for state in states)
     opt_state = config.optimizer().init(eqx.filter(model, eqx.is_inexact_array))
     return model, states, opt_state, jax.random.key_data(jax.random.key(0))
+
+
+def test_without_replacement_a_small_grid_is_sampled_whole():
+    layer, _, _ = _setup()
+    grid = layer.generator.grid_shape(SHAPE)
+    positions = cfconv.Sparse(num=10_000, replace=False).sample(
+        layer.generator, SHAPE, key=jax.random.key(0)
+    )
+    assert sorted(np.asarray(positions).tolist()) == list(range(int(np.prod(grid))))

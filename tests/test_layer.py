@@ -244,7 +244,6 @@ def test_training_fits_a_dense_reference(strategy):
 def _bad_calls():
     layer, state, x, _ = _setup(0)
     wrong_state = layer.init_state((6, 6), key=jax.random.key(0))
-    key = jax.random.key(0)
     return [
         ("unknown-strategy", lambda: layer(x, state, strategy="sparse-ish"), "strategy",
          ValueError),
@@ -253,9 +252,6 @@ def _bad_calls():
         ("not-a-state", lambda: layer(x, state.kernel, strategy="stored"), "state", TypeError),
         ("x-channels", lambda: layer(x[:, :1], state, strategy="stored"), "x", ValueError),
         ("x-rank", lambda: layer(x[0, 0], state, strategy="stored"), "x", ValueError),
-        ("num-too-large",
-         lambda: layer(x, state, strategy=cfconv.Sparse(num=10_000, replace=False), key=key),
-         "num", ValueError),
         ("rate-zero", lambda: cfconv.Sparse(rate=0.0), "rate", ValueError),
         ("num-zero", lambda: cfconv.Sparse(num=0), "num", ValueError),
         ("chunk-zero", lambda: cfconv.Chunked(chunk_size=0), "chunk_size", ValueError),
