@@ -163,6 +163,7 @@ def test_whole_grid_error_feedback_is_the_plain_step():
             s = tuple(state.with_residual() for state in s)
         opt_state = optimizer.init(eqx.filter(m, eqx.is_inexact_array))
         step = make_train_step(optimizer, strategy, size)
+        metrics = {}
         for i in range(3):
             m, s, opt_state, metrics = step(m, s, opt_state, images, labels, jax.random.key(i))
         results.append((m, tuple(state.kernel for state in s), float(metrics["loss"])))

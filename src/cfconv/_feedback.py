@@ -73,7 +73,7 @@ def feedback_step(step: SparseKernel, state: KernelState, owner: str
     channels stays split.
     """
     residual = check_residual(state, owner)
-    index = unravel_positions(step.positions, residual.shape)
+    index = unravel_positions(step.positions, step.shape)
     carried = jax.lax.stop_gradient(residual)[index]
     values = add_cotangent(step.values, step.weights.astype(carried.real.dtype) * carried)
     probe = residual - jax.lax.stop_gradient(residual)  # zero, with the kernel's gradient
@@ -99,5 +99,5 @@ def feedback_residual(
         )
     residual = check_residual(new_state, owner)
     total = jax.lax.stop_gradient(residual + state_gradient.residual.astype(residual.dtype))
-    index = unravel_positions(kernel.positions, residual.shape)
+    index = unravel_positions(kernel.positions, new_state.shape)
     return new_state.with_residual(total.at[index].set(0))

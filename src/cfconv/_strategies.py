@@ -1,12 +1,11 @@
 """Kernel-phase strategies: how a layer turns its generator and state into this step's kernel."""
 
-import abc
 import math
 from typing import ClassVar, Literal
 
 import equinox as eqx
 import jax
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float
 
 from ._custom_types import FourierKernel, KernelValues, Positions
 from ._errors import check_int, check_rate
@@ -15,112 +14,8 @@ from ._feedback import feedback_residual, feedback_step
 from ._generators import KernelGenerator
 from ._positions import sample_positions
 from ._state import KernelState, SparseKernel, sparse_update
+from ._strategy_base import AbstractStrategy as AbstractStrategy
 from ._stratified import scale_gradient, stratified_positions
-
-
-class AbstractStrategy(eqx.Module):
-    """How the kernel phase of a training (or inference) step produces the kernel.
-
-    A strategy is called once per step and layer, *outside* any per-example `vmap`:
-
-    ```python
-    kernel, new_state = strategy(generator, state, (h, w), key=key)
-    ```
-
-    It returns this step's kernel (differentiable with respect to the generator) and the
-    state to carry to the next step (without gradient). The kernel is a complex array, or
-    a [`cfconv.SparseKernel`][] for sparse strategies. Subclass it to try new schemes.
-    """
-
-    needs_key: ClassVar[bool] = False
-    """Whether the strategy samples, and so needs a PRNG key."""
-
-    generates_state: ClassVar[bool] = False
-    """Whether the new state is the generator's whole kernel (as for the dense
-    strategies), made before the step's optimizer update. A training loop then regenerates
-    the states from the updated generators before evaluating with them, as
-    [`cfconv.train.fit`][] does; otherwise the stored kernel is what inference uses."""
-
-    @property
-    def needs_frequency_weights(self) -> bool:
-        """Whether the strategy samples by the states' `frequency_weights`, which the
-        states must then hold: for a CF-Conv net, [`cfconv.train.fit`][] keeps them up
-        to date with [`cfconv.train.refresh_frequency_weights`][]. `False` here;
-        [`cfconv.Sparse`][] with `sampling="stratified"` says `True`. A subclass that
-        samples by the weights overrides this property."""
-        return False
-
-    @property
-    def needs_residual(self) -> bool:
-        """Whether the strategy keeps a `residual` in the states (which must then hold
-        one: [`cfconv.KernelState.with_residual`][]; [`cfconv.train.fit`][] adds it).
-        `False` here; [`cfconv.Sparse`][] with `error_feedback=True` says `True`."""
-        return False
-
-    @property
-    def needs_state_gradient(self) -> bool:
-        """Whether [`after_update`][cfconv.AbstractStrategy.after_update] needs the loss's
-        gradient with respect to the step's input state: a training step then
-        differentiates with respect to the states as well and passes it as
-        `state_gradient` ([`cfconv.train.make_train_step`][] does). `False` here;
-        [`cfconv.Sparse`][] with `error_feedback=True` says `True`."""
-        return False
-
-    @abc.abstractmethod
-    def __call__(
-        self,
-        generator: KernelGenerator,
-        state: KernelState,
-        spatial_shape: tuple[int, int],
-        *,
-        key: PRNGKeyArray | None = None,
-    ) -> tuple[FourierKernel | SparseKernel, KernelState]:
-        """**Arguments:**
-
-        - `generator`: the layer's [`cfconv.KernelGenerator`][].
-        - `state`: the current [`cfconv.KernelState`][].
-        - `spatial_shape`: the image size `(h, w)`.
-        - `key`: a PRNG key, for strategies that sample.
-
-        **Returns:**
-
-        `(kernel, new_state)`.
-        """
-
-    def after_update(
-        self,
-        generator: KernelGenerator,
-        kernel: FourierKernel | SparseKernel,
-        new_state: KernelState,
-        spatial_shape: tuple[int, int],
-        *,
-        state_gradient: KernelState | None = None,
-    ) -> KernelState:
-        """The state to carry to the next step, once the optimizer has updated the
-        generator.
-
-        A training step calls it after the update, with the updated `generator` and the
-        `kernel` and `new_state` that `__call__` returned. The default returns
-        `new_state`; [`cfconv.Sparse`][] with `write_back=True` re-evaluates the updated
-        generator at the sampled positions, and with `error_feedback=True` adds the
-        step's kernel gradient to the residual.
-
-        **Arguments:**
-
-        - `generator`: the layer's generator, after the optimizer update.
-        - `kernel`, `new_state`: what `__call__` returned for this step.
-        - `spatial_shape`: the image size `(h, w)`.
-        - `state_gradient`: the loss's gradient with respect to the step's input state
-          (a [`cfconv.KernelState`][] of gradients), passed only to strategies whose
-          [`needs_state_gradient`][cfconv.AbstractStrategy.needs_state_gradient] is
-          `True`; a subclass that does not need it may leave it out of its signature.
-
-        **Returns:**
-
-        The next [`cfconv.KernelState`][].
-        """
-        del generator, kernel, spatial_shape, state_gradient
-        return new_state
 
 
 def _dense_result(kernel: FourierKernel, state: KernelState) -> tuple[FourierKernel, KernelState]:
@@ -248,18 +143,14 @@ class Sparse(AbstractStrategy):
     used, and a grid smaller than `num` is sampled whole.
 
     **Error feedback.** With `error_feedback=True` the kernel gradient at the entries a
-    step does not sample is not lost: the convolution computes it at every entry (no MLP
-    is evaluated for it), the state keeps its sum in `residual`, and an entry's residual
-    joins its gradient when the entry is next sampled (see `cfconv._feedback`; the state
-    must hold a residual, [`cfconv.KernelState.with_residual`][], and the training step
-    must pass the state's gradient to [`after_update`][cfconv.AbstractStrategy.after_update],
-    as [`cfconv.train.make_train_step`][] does). Every entry's gradient then reaches the
-    generator once, a few steps late, instead of being scaled up when sampled and lost
-    otherwise; stratified positions are then not given gradient scales. It costs a
-    residual the size of the kernel per layer, and the kernel gradient at every entry
-    (a batch-sized product per entry, as in the dense strategies' convolution) instead of
-    at the sampled ones. What it does to accuracy is measured in `docs/cli.md`,
-    "Accuracy".
+    step does not sample is kept in the state's `residual` (which the state must hold:
+    [`cfconv.KernelState.with_residual`][]) and joins an entry's gradient when the entry
+    is next sampled, instead of being lost (stratified positions then get no gradient
+    scales). The convolution computes the kernel gradient at every entry, and the
+    training step must pass the state's gradient to
+    [`after_update`][cfconv.AbstractStrategy.after_update], as
+    [`cfconv.train.make_train_step`][] does. The "Sparse updates" guide explains it;
+    what it does to accuracy is measured in `docs/cli.md`, "Accuracy".
     """
 
     num: int = eqx.field(static=True, default=2**18)

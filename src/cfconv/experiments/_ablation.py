@@ -104,7 +104,8 @@ class FractionSparse(AbstractStrategy):
         _check_weights(self, state)
         return self._sparse(generator, spatial_shape)(generator, state, spatial_shape, key=key)
 
-    def after_update(self, generator, kernel, new_state, spatial_shape):
+    def after_update(self, generator, kernel, new_state, spatial_shape, *, state_gradient=None):
+        del state_gradient  # no error feedback here
         sparse = self._sparse(generator, spatial_shape)
         return sparse.after_update(generator, kernel, new_state, spatial_shape)
 
