@@ -108,11 +108,11 @@ def add_train_arguments(p: argparse.ArgumentParser, *, one_run: bool = True) -> 
     kernel.add_argument(
         "--sampling",
         choices=SAMPLINGS,
-        default="stratified",
-        help="how the sparse strategies draw positions: stratified, spread over the "
-        "kernel's frequencies by the size of the kernel gradient (re-measured on one "
-        "batch at the start of every epoch) with the gradient reweighted to stay "
-        "unbiased, or uniform (the paper's). Default: stratified",
+        default="uniform",
+        help="how the sparse strategies draw positions: uniform (the paper's), or "
+        "stratified, spread over the kernel's frequencies by the size of the kernel "
+        "gradient (re-measured on one batch at the start of every epoch) with the "
+        "gradient reweighted to stay unbiased. Default: uniform",
     )
     kernel.add_argument(
         "--sampling-floor",
@@ -125,11 +125,11 @@ def add_train_arguments(p: argparse.ArgumentParser, *, one_run: bool = True) -> 
     kernel.add_argument(
         "--error-feedback",
         action=argparse.BooleanOptionalAction,
-        default=False,
-        help="keep the kernel gradient at the entries a sparse step does not sample (one "
-        "more kernel-sized array per layer) and pass it to the generators when those "
-        "entries are next sampled, instead of scaling up the sampled ones' (sparse "
-        "strategies). Default: off",
+        default=True,
+        help="keep the kernel gradient at the entries a sparse step does not sample (a "
+        "residual the size of the stored kernel per layer) and pass it to the generators "
+        "when those entries are next sampled, instead of dropping it (sparse "
+        "strategies). Default: on; --no-error-feedback is the paper's step",
     )
     kernel.add_argument(
         "--state-init",

@@ -129,8 +129,9 @@ def run_benchmark(
     optimizer = optax.adam(LEARNING_RATE)
     pools: dict[Any, list] = {}
 
-    def pool_for(model_name: str, weights: bool = False) -> list:
-        """Model, states and optimizer state; states with sampling weights if `weights`."""
+    def pool_for(model_name: str, weights: bool = False, residual: bool = False) -> list:
+        """Model, states and optimizer state; states with sampling weights if `weights`,
+        with error feedback's residuals if `residual`."""
         if model_name not in pools:
             k_model, k_states = jax.random.split(jax.random.fold_in(k_models, len(pools)))
             model = make_model(model_name, in_channels=3, num_classes=2, width=config.width,
@@ -138,15 +139,18 @@ def run_benchmark(
             states = model.init_states(size, key=k_states)
             opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
             pools[model_name] = [model, states, opt_state]
-        if not weights:
+        if not (weights or residual):
             return pools[model_name]
-        if (model_name, "weights") not in pools:
+        if (model_name, weights, residual) not in pools:
             # Copies: each pool's steps donate (and so delete) its states and opt_state.
             copy = lambda x: jax.numpy.copy(x) if eqx.is_array(x) else x  # noqa: E731
             model, states, opt_state = jax.tree.map(copy, pools[model_name])
-            pools[(model_name, "weights")] = [model, uniform_frequency_weights(states),
-                                              opt_state]  # fmt: skip
-        return pools[(model_name, "weights")]
+            if weights:
+                states = uniform_frequency_weights(states)
+            if residual:
+                states = tuple(state.with_residual() for state in states)
+            pools[(model_name, weights, residual)] = [model, states, opt_state]
+        return pools[(model_name, weights, residual)]
 
     rows: dict[str, dict[str, Any]] = {}
     tasks: list[Timed] = []
@@ -169,10 +173,9 @@ def run_benchmark(
             row["strategy"] = None if model_name == "spatial" else repr(strategy)
             row["positions"] = getattr(strategy, "num", None)
         row["model"] = model_name
-        pool = pool_for(
-            model_name,
-            weights=isinstance(strategy, AbstractStrategy) and strategy.needs_frequency_weights,
-        )
+        ours = isinstance(strategy, AbstractStrategy)
+        pool = pool_for(model_name, weights=ours and strategy.needs_frequency_weights,
+                        residual=ours and strategy.needs_residual)  # fmt: skip
         row["params"] = parameter_count(pool[0])
         say(f"[{index + 1}/{len(selected)}] {name}: compiling")
         if inference:
