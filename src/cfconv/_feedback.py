@@ -1,19 +1,20 @@
 r"""Error feedback for sparse updates: the kernel gradient that sampling leaves out is kept.
 
-A sparse step passes the loss's gradient to the generator at the sampled positions only;
-the gradient at every other entry of the kernel is computed by the convolution's backward
-pass anyway (no MLP is evaluated for it), and thrown away. With error feedback it is
-added to a residual $R$ kept in the [`cfconv.KernelState`][], and an entry's residual
-joins the gradient when the entry is next sampled:
+A sparse step passes the loss's gradient to the generator at the sampled positions only,
+and its convolution computes the kernel gradient there alone. With error feedback the
+convolution computes the kernel gradient $G$ at every entry (a batched product per entry,
+as in the dense strategies; no MLP is evaluated for it), adds it to a residual $R$ kept in
+the [`cfconv.KernelState`][], and an entry's residual joins the gradient when the entry
+is next sampled:
 
 $$g_\theta = \sum_{p \in S} \text{rate} \, (G_p + R_p) \, \frac{\partial v_p}{\partial \theta},
 \qquad R \leftarrow (R + G) \text{ with } R_S = 0,$$
 
-where $G$ is this step's kernel gradient and $S$ the sampled positions. Every entry's
-gradient then reaches the generator once, at most a few steps late, instead of being
-scaled up on the steps it is sampled and lost on the others. This is the error feedback
-(or "memory") of sparsified gradient methods (Seide et al. 2014; Stich, Cordonnier and
-Jaggi 2018; Karimireddy et al. 2019), applied to the kernel's entries.
+where $S$ is the set of sampled positions. Every entry's gradient then reaches the
+generator once, when the entry is next sampled, instead of being dropped on the steps
+that do not sample it. This is the error feedback (or "memory") of sparsified gradient
+methods (Seide et al. 2014; Stich, Cordonnier and Jaggi 2018; Karimireddy et al. 2019),
+applied to the kernel's entries.
 """
 
 import jax

@@ -58,6 +58,10 @@ class KernelState(eqx.Module):
                 raise ValueError(
                     f"`residual` must have the kernel's shape {kernel.shape}, got {residual.shape}"
                 )
+            if hasattr(kernel, "dtype") and residual.dtype != kernel.dtype:
+                raise ValueError(
+                    f"`residual` must have the kernel's dtype {kernel.dtype}, got {residual.dtype}"
+                )
 
     def replace_kernel(self, kernel: FourierKernel) -> "KernelState":
         """This state with another kernel (the same `frequency_weights` and `residual`)."""

@@ -242,8 +242,8 @@ class Sparse(AbstractStrategy):
         if state.frequency_weights is None:
             raise ValueError(
                 "`state` has no `frequency_weights`, which `Sparse(sampling='stratified')` "
-                "samples by: build it as `KernelState(kernel, frequency_weights)`, e.g. "
-                "with `cfconv.train.refresh_frequency_weights`"
+                "samples by: add them with `cfconv.train.refresh_frequency_weights` (or "
+                "`KernelState(kernel, frequency_weights, residual)`)"
             )
         num = min(self.num, math.prod(grid))
         return stratified_positions(key, grid, num, state.frequency_weights)

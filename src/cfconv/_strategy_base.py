@@ -106,7 +106,8 @@ class AbstractStrategy(eqx.Module):
         - `state_gradient`: the loss's gradient with respect to the step's input state
           (a [`cfconv.KernelState`][] of gradients), passed only to strategies whose
           [`needs_state_gradient`][cfconv.AbstractStrategy.needs_state_gradient] is
-          `True`; a subclass that does not need it may leave it out of its signature.
+          `True`. A subclass whose `needs_state_gradient` is `False` may leave it out of
+          its signature; one whose property is (or may be) `True` must accept it.
 
         **Returns:**
 

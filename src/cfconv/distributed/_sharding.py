@@ -99,8 +99,8 @@ def tree_shardings(tree: PyTree, mesh: Mesh) -> PyTree:
 
     - in a [`cfconv.KernelState`][] (the kernel, `(cin, cout, h, w // 2 + 1)`): split over
       output channels on the model axis, `PartitionSpec(None, "model")`; the model axis
-      must divide every layer's output channels (its `frequency_weights`, if any, are
-      replicated);
+      must divide every layer's output channels; its `residual` (error feedback's), if
+      any, is split the same way, and its `frequency_weights`, if any, are replicated;
     - in a [`cfconv.KernelGenerator`][]: every array of its MLP stacks is split along the
       stack axis, `PartitionSpec("model")`, where the model axis divides the stack size.
       The stack axis is the output channel for `"hw_cin"` (one MLP per output channel), the

@@ -58,8 +58,8 @@ def _check_weights(strategy, state) -> None:
     if strategy.sampling == "stratified" and state.frequency_weights is None:
         raise ValueError(
             f"`state` has no `frequency_weights`, which {type(strategy).__name__}"
-            "(sampling='stratified') samples by: build it as `KernelState(kernel, "
-            "frequency_weights)`, e.g. with `cfconv.train.refresh_frequency_weights`"
+            "(sampling='stratified') samples by: add them with "
+            "`cfconv.train.refresh_frequency_weights`"
         )
 
 

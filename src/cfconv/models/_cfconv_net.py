@@ -280,7 +280,7 @@ class CFConvNet(AbstractModel):
                 layer.generator, kernel, new_state, image_size, state_gradient=gradient
             )  # fmt: skip
             for layer, kernel, new_state, gradient in zip(
-                self.layers, kernels, new_states, state_gradients
+                self.layers, kernels, new_states, state_gradients, strict=True
             )
         )
 

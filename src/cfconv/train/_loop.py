@@ -219,13 +219,6 @@ def fit(
                 f"`strategy` ({type(strategy).__name__}) samples "
                 f"{'uniformly' if weights else 'stratified'}; pass the run's `strategy`"
             )
-        if saved_metadata.get("residual", False) != feedback:
-            raise ValueError(
-                f"cannot resume from {path}: its kernel states were trained "
-                f"{'without' if feedback else 'with'} error feedback, and this `strategy` "
-                f"({type(strategy).__name__}) {'keeps' if feedback else 'keeps no'} "
-                "residual; pass the run's `strategy`"
-            )
         different = {
             f.name
             for f in dataclasses.fields(TrainConfig)
@@ -238,9 +231,15 @@ def fit(
             )
             raise ValueError(
                 f"cannot resume from {path}: the checkpoint was made with other settings: "
-                f"{settings}; pass the saved ones (e.g. `--no-write-back "
-                f"--generator-momentum 0.9 --sampling uniform` for a run from before those "
-                f"options existed)"
+                f"{settings}; pass the saved ones (e.g. `--sampling stratified "
+                f"--no-error-feedback` for a run of the previous release's defaults)"
+            )
+        if saved_metadata.get("residual", False) != feedback:
+            raise ValueError(
+                f"cannot resume from {path}: its kernel states were trained "
+                f"{'without' if feedback else 'with'} error feedback, and this `strategy` "
+                f"({type(strategy).__name__}) {'keeps' if feedback else 'keeps no'} "
+                "residual; pass the run's `strategy` (or its `--error-feedback` setting)"
             )
         like = (model, states, opt_state, key_data)
         (model, states, opt_state, key_data), metadata = load_checkpoint(path, like)
