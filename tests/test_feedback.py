@@ -255,7 +255,7 @@ def test_properties_and_errors():
     with raises_naming("state_gradients", ValueError, checker=True):
         model.after_update(kernels, new_states, (6, 6), feedback)
     with raises_naming("residual", ValueError, checker=True):
-        cfconv.KernelState(state.kernel, residual=np.asarray(state.residual, np.complex128))
+        cfconv.KernelState(state.kernel, residual=np.asarray(state.residual, np.complex128))  # pyright: ignore[reportArgumentType]
     with raises_naming("error_feedback", ValueError, checker=True):
         TrainConfig(error_feedback=1)  # pyright: ignore[reportArgumentType]
     with raises_naming("augment", ValueError, checker=True):
