@@ -371,7 +371,10 @@ def test_kernel_lag_is_recorded_for_sparse_runs(tmp_path):
     # Independently: the saved stored kernels against the saved generators' kernels.
     like_model = make_model("hw_cin_cout", in_channels=1, num_classes=2, width=4, depth=2,
                             key=jax.random.key(1))  # fmt: skip
-    like_states = like_model.init_states((8, 8), key=jax.random.key(2))
+    # With error feedback (the default) the saved states hold residuals.
+    like_states = tuple(
+        s.with_residual() for s in like_model.init_states((8, 8), key=jax.random.key(2))
+    )
     optimizer = config.optimizer()
     like = (like_model, like_states, optimizer.init(eqx.filter(like_model, eqx.is_inexact_array)),
             jax.random.key_data(jax.random.key(0)))  # fmt: skip

@@ -45,9 +45,9 @@ def variant_names(positions: tuple[int, ...]) -> tuple[str, ...]:
     "sparse-scan-2^12", ..., "sparse-vmap-2^12", ..., "sparse-train-2^12", ...,
     "dense-exact", "inference-stored", "inference-spatial", "breakdown")`. The
     `sparse-scan` and `sparse-vmap` rows time the paper's step (no write-back, uniform
-    positions); `sparse-train` rows time the sparse step of `cfconv train`'s defaults
-    (`sparse-vmap` with write-back and stratified positions; the once-an-epoch refresh
-    of the sampling weights is not timed).
+    positions, no error feedback); `sparse-train` rows time the sparse step of `cfconv
+    train`'s defaults (`sparse-vmap` with write-back and error feedback, uniform
+    positions).
     """
     labels = [position_label(p) for p in positions]
     return (

@@ -59,8 +59,9 @@ def _training_variant(name: str, config: BenchConfig) -> tuple[str, Any]:
             train = TrainConfig(positions=num, rate=RATE, chunk_size=config.chunk_size)
             if prefix != "sparse-train":  # the paper's step, which its tables time
                 train = dataclasses.replace(train, strategy=prefix, write_back=False,
-                                            sampling="uniform")  # fmt: skip
-            # "sparse-train": the step of `cfconv train`'s defaults (write-back, stratified).
+                                            sampling="uniform", error_feedback=False)  # fmt: skip
+            # "sparse-train": the step of `cfconv train`'s defaults (write-back, error
+            # feedback).
             return "hw_cin_cout", train.kernel_strategy()
     train = TrainConfig(strategy=name, chunk_size=config.chunk_size)
     return "hw_cin_cout", train.kernel_strategy()
