@@ -102,7 +102,7 @@ def test_times_ratios_and_memory_consistent(tiny):
     # The paper's step and the step of `cfconv train`'s defaults.
     assert rows["sparse-vmap-2^6"]["strategy"] == "Sparse(num=64, rate=0.1)"
     train = rows["sparse-train-2^6"]["strategy"]
-    assert "write_back=True" in train and "sampling='stratified'" in train
+    assert "write_back=True" in train and "error_feedback=True" in train
 
 
 def test_spatial_memory_equals_compiled_memory_analysis(tiny):
