@@ -173,15 +173,20 @@ def test_whole_grid_error_feedback_is_the_plain_step():
     assert tree_allclose(results[0][1], results[1][1], rtol=1e-4, atol=1e-5)
 
 
+def _net_and_batch(name, classes, size, hidden):
+    """A small CF-Conv net, its states with zero residuals, and a batch of 8."""
+    model = make_model(name, in_channels=1, num_classes=classes, width=4, depth=2,
+                       mlp_hidden=hidden, key=jax.random.key(0))  # fmt: skip
+    states = tuple(s.with_residual() for s in model.init_states(size, key=jax.random.key(1)))
+    images = jax.random.normal(jax.random.key(2), (8, 1, *size))
+    return model, states, images, jnp.arange(8) % classes
+
+
 def test_train_step_keeps_a_residual_on_one_device_mesh():
     """`make_train_step` passes the states' gradients; on a mesh (`ShardedSparse`) the
     step computes the same states, residuals and generators."""
-    model = make_model("hw_cin", in_channels=1, num_classes=2, width=4, depth=2,
-                       mlp_hidden=(4,), key=jax.random.key(0))  # fmt: skip
     size = (8, 8)
-    states = tuple(s.with_residual() for s in model.init_states(size, key=jax.random.key(1)))
-    images = jax.random.normal(jax.random.key(2), (8, 1, *size))
-    labels = jnp.arange(8) % 2
+    model, states, images, labels = _net_and_batch("hw_cin", 2, size, (4,))
     optimizer = optax.sgd(0.1)
     strategy = cfconv.Sparse(num=50, rate=RATE, error_feedback=True, write_back=True)
     outs = []
@@ -203,12 +208,8 @@ def test_train_step_residual_is_the_kernel_gradient_of_the_unsampled_entries():
     """After one step from a zero residual, the residual is the batch loss's kernel
     gradient (at the step's kernels, with the model before the update) wherever the step
     did not sample, and zero where it did."""
-    model = make_model("hw_cin_cout", in_channels=1, num_classes=3, width=4, depth=2,
-                       mlp_hidden=(8,), key=jax.random.key(0))  # fmt: skip
     size = (6, 6)
-    states = tuple(s.with_residual() for s in model.init_states(size, key=jax.random.key(1)))
-    images = jax.random.normal(jax.random.key(2), (8, 1, *size))
-    labels = jnp.arange(8) % 3
+    model, states, images, labels = _net_and_batch("hw_cin_cout", 3, size, (8,))
     before = jax.tree.map(lambda a: a.copy() if eqx.is_array(a) else a, model)
     optimizer = optax.adam(1e-2)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
