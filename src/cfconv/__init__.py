@@ -22,6 +22,7 @@ from ._generators import (
     KernelGenerator as KernelGenerator,
 )
 from ._layer import CFConv2d as CFConv2d
+from ._layerwise import Layerwise as Layerwise
 from ._mlp import MLP as MLP, parameter_count as parameter_count
 from ._positions import (
     frequency_coordinates as frequency_coordinates,
@@ -69,6 +70,7 @@ __all__ = [
     "Dense",
     "KernelGenerator",
     "KernelState",
+    "Layerwise",
     "MLP",
     "RandomFourierFeatures",
     "Remat",

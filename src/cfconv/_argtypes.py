@@ -56,6 +56,23 @@ def int_list(text: str, what: str, *, minimum: int) -> tuple[int, ...]:
     return values
 
 
+def layer_positions(text: str) -> "int | tuple[int | str, ...]":
+    """`4096`, or per layer `all,4096,...` (`all`: the layer's whole grid; the last entry
+    also for the layers after it)."""
+    entries = text.split(",")
+    try:
+        values = tuple(v.strip() if v.strip() == "all" else int(v) for v in entries)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer or comma-separated integers and 'all', got {text!r}"
+        )
+    if any(v != "all" and v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"positions must be positive, got {text!r}")
+    if len(values) == 1 and values[0] != "all":
+        return values[0]
+    return values
+
+
 def widths(text: str) -> tuple[int, ...]:
     return int_list(text, "widths", minimum=1)
 

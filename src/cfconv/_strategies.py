@@ -107,7 +107,8 @@ class Sparse(AbstractStrategy):
 
     **Fields:**
 
-    - `num`: positions sampled per call (the paper's $2^{12} \dots 2^{21}$).
+    - `num`: positions sampled per call (the paper's $2^{12} \dots 2^{21}$), or `None`:
+      every position of the grid, each once.
     - `rate`: the EMA weight of the fresh values (the paper's 0.1).
     - `replace`: sample with replacement (default) or without (a grid smaller than
       `num` is then sampled whole).
@@ -153,7 +154,7 @@ class Sparse(AbstractStrategy):
     what it does to accuracy is measured in `docs/cli.md`, "Accuracy".
     """
 
-    num: int = eqx.field(static=True, default=2**18)
+    num: int | None = eqx.field(static=True, default=2**18)
     rate: float | Float[Array, ""] = 0.1
     replace: bool = eqx.field(static=True, default=True)
     chunk_size: int | None = eqx.field(static=True, default=None)
@@ -165,7 +166,8 @@ class Sparse(AbstractStrategy):
     needs_key: ClassVar[bool] = True
 
     def __check_init__(self):
-        check_int("num", self.num)
+        if self.num is not None:
+            check_int("num", self.num)
         check_rate(self.rate)
         if self.chunk_size is not None:
             check_int("chunk_size", self.chunk_size)
@@ -195,7 +197,10 @@ class Sparse(AbstractStrategy):
     def sample(self, generator: KernelGenerator, spatial_shape, *, key) -> Positions:
         """The positions this strategy would sample for `key` (uniform sampling)."""
         grid = generator.grid_shape(spatial_shape)
-        num = self.num if self.replace else min(self.num, math.prod(grid))
+        size = math.prod(grid)
+        if self.num is None:  # every position once
+            return sample_positions(key, grid, size, replace=False)
+        num = self.num if self.replace else min(self.num, size)
         return sample_positions(key, grid, num, replace=self.replace)
 
     def evaluate(self, generator: KernelGenerator, positions: Positions, spatial_shape
@@ -245,7 +250,8 @@ class Sparse(AbstractStrategy):
                 "samples by: add them with `cfconv.train.refresh_frequency_weights` (or "
                 "`KernelState(kernel, frequency_weights, residual)`)"
             )
-        num = min(self.num, math.prod(grid))
+        size = math.prod(grid)
+        num = size if self.num is None else min(self.num, size)
         return stratified_positions(key, grid, num, state.frequency_weights)
 
     def after_update(self, generator, kernel, new_state, spatial_shape, *, state_gradient=None):

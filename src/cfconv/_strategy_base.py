@@ -59,6 +59,13 @@ class AbstractStrategy(eqx.Module):
         [`cfconv.Sparse`][] with `error_feedback=True` says `True`."""
         return False
 
+    def for_layer(self, index: int) -> "AbstractStrategy":
+        """The strategy for layer `index` of a model: this strategy itself, except for
+        [`cfconv.Layerwise`][], which holds one per layer. The models of
+        [`cfconv.models`][] call it for each CF-Conv layer."""
+        del index
+        return self
+
     @abc.abstractmethod
     def __call__(
         self,

@@ -4,6 +4,7 @@ name and the training settings they give."""
 import argparse
 
 from ._argtypes import (
+    layer_positions as _layer_positions,
     mesh_shape as _mesh_shape,
     momentum as _momentum,
     non_negative_int as _non_negative_int,
@@ -86,10 +87,13 @@ def add_train_arguments(p: argparse.ArgumentParser, *, one_run: bool = True) -> 
     )
     kernel.add_argument(
         "--positions",
-        type=_positive_int,
+        type=_layer_positions,
         default=2**12,
+        metavar="N or N1,N2,...",
         help="kernel positions sampled per step and layer by the sparse strategies "
-        "(default 4096 = 2^12; the paper tried 2^12 to 2^21)",
+        "(default 4096 = 2^12; the paper tried 2^12 to 2^21), or one count per layer, "
+        "comma-separated, where 'all' samples the layer's whole grid and the last entry "
+        "also holds for the layers after it: 'all,4096' samples the first layer whole",
     )
     kernel.add_argument(
         "--rate",

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .._feedback import feedback_residual, feedback_step
+from .._layerwise import Layerwise
 from .._positions import unravel_positions
 from .._state import SparseKernel, blend
 from .._strategies import AbstractStrategy, Sparse, _check_step_kernel, _rewrite
@@ -128,8 +129,11 @@ class ShardedSparse(AbstractStrategy):
 
 def shard_strategy(strategy: AbstractStrategy, mesh: Mesh) -> AbstractStrategy:
     """The strategy to use on `mesh`: a [`cfconv.Sparse`][] becomes a
-    [`cfconv.distributed.ShardedSparse`][]; other strategies are returned as they are
-    (their kernels are generated whole and then split)."""
+    [`cfconv.distributed.ShardedSparse`][] (in a [`cfconv.Layerwise`][] too); other
+    strategies are returned as they are (their kernels are generated whole and then
+    split)."""
     if isinstance(strategy, Sparse):
         return ShardedSparse(strategy, mesh)
+    if isinstance(strategy, Layerwise):
+        return Layerwise([shard_strategy(s, mesh) for s in strategy.strategies])
     return strategy

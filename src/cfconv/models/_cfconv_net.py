@@ -16,6 +16,7 @@ from .._generators import (
     Parameterization,
 )
 from .._layer import CFConv2d
+from .._layerwise import Layerwise
 from .._positions import CoordinateKind
 from .._state import KernelState
 from .._strategies import AbstractStrategy, resolve_strategy
@@ -246,10 +247,12 @@ class CFConvNet(AbstractModel):
                 f"`states` must be a tuple of {len(self.layers)} KernelStates (one per "
                 f"layer, from `init_states`), got {type(states).__name__} {got!r}"
             )
+        strategy = resolve_strategy(strategy)
+        _check_layerwise(strategy, len(self.layers))
         keys = [None] * len(self.layers) if key is None else jax.random.split(key, len(self.layers))
         results = [
-            layer.kernel(state, image_size, strategy, key=k)
-            for layer, state, k in zip(self.layers, states, keys)
+            layer.kernel(state, image_size, strategy.for_layer(i), key=k)
+            for i, (layer, state, k) in enumerate(zip(self.layers, states, keys))
         ]
         kernels = tuple(kernel for kernel, _ in results)
         new_states = tuple(state for _, state in results)
@@ -264,25 +267,25 @@ class CFConvNet(AbstractModel):
         if the strategy
         [`needs_state_gradient`][cfconv.AbstractStrategy.needs_state_gradient]."""
         strategy = resolve_strategy(strategy)
-        if not strategy.needs_state_gradient:
-            return tuple(
-                strategy.after_update(layer.generator, kernel, new_state, image_size)
-                for layer, kernel, new_state in zip(self.layers, kernels, new_states)
-            )
-        if state_gradients is None:
+        _check_layerwise(strategy, len(self.layers))
+        if strategy.needs_state_gradient and state_gradients is None:
             raise ValueError(
                 f"`state_gradients` is required: the strategy ({type(strategy).__name__}) "
                 "needs the loss's gradient with respect to the states (see "
                 "`cfconv.train.make_train_step`)"
             )
-        return tuple(
-            strategy.after_update(
-                layer.generator, kernel, new_state, image_size, state_gradient=gradient
-            )  # fmt: skip
-            for layer, kernel, new_state, gradient in zip(
-                self.layers, kernels, new_states, state_gradients, strict=True
-            )
-        )
+        gradients = [None] * len(self.layers) if state_gradients is None else state_gradients
+        new = []
+        for i, (layer, kernel, new_state, gradient) in enumerate(
+            zip(self.layers, kernels, new_states, gradients, strict=True)
+        ):
+            ours = strategy.for_layer(i)
+            if ours.needs_state_gradient:
+                new.append(ours.after_update(layer.generator, kernel, new_state, image_size,
+                                             state_gradient=gradient))  # fmt: skip
+            else:
+                new.append(ours.after_update(layer.generator, kernel, new_state, image_size))
+        return tuple(new)
 
     def __call__(self, x: Real[Array, "cin h w"], kernels: tuple[StepKernel, ...]) -> Logits:
         """Phase 2: the logits for one example `x` of shape `(in_channels, h, w)`, with
@@ -296,3 +299,12 @@ class CFConvNet(AbstractModel):
         for layer, kernel in zip(self.layers, kernels):
             h = jax.nn.relu(layer.apply(h, kernel))
         return self.head(h)
+
+
+def _check_layerwise(strategy: AbstractStrategy, layers: int) -> None:
+    """A clear error if a [`cfconv.Layerwise`][] holds another number of strategies."""
+    if isinstance(strategy, Layerwise) and len(strategy.strategies) != layers:
+        raise ValueError(
+            f"`strategy` is a Layerwise of {len(strategy.strategies)} strategies, but the "
+            f"model has {layers} CF-Conv layers"
+        )

@@ -5,6 +5,7 @@ from typing import Any, Literal, cast
 
 import optax
 
+from .._layerwise import Layerwise
 from .._strategies import SAMPLINGS, AbstractStrategy, Chunked, Dense, Remat, Sparse
 from ..models import GENERATOR_KINDS, MODEL_NAMES, AbstractModel, make_model
 
@@ -24,7 +25,10 @@ class TrainConfig:
 
     - `model`: one of `cfconv.models.MODEL_NAMES`.
     - `strategy`: one of `STRATEGY_NAMES` (ignored by the spatial CNN).
-    - `positions`: positions sampled per step and layer by the sparse strategies.
+    - `positions`: positions sampled per step and layer by the sparse strategies, or a
+      tuple of them per layer (at most `depth`; the last entry also holds for the layers
+      after it), each a positive integer or `"all"`, the layer's whole grid
+      ([`cfconv.Layerwise`][] of [`cfconv.Sparse`][]s).
     - `rate`: the sparse EMA rate (the paper's 0.1).
     - `chunk_size`: positions per chunk for `scan` and `sparse-scan`.
     - `image_size`: images are `image_size x image_size`.
@@ -68,7 +72,7 @@ class TrainConfig:
 
     model: str = "hw_cin_cout"
     strategy: str = "sparse-vmap"
-    positions: int = 2**12
+    positions: int | tuple[int | str, ...] = 2**12
     rate: float = 0.1
     chunk_size: int = 2**15
     image_size: int = 8
@@ -98,11 +102,11 @@ class TrainConfig:
             )
         if self.strategy not in STRATEGY_NAMES:
             raise ValueError(f"`strategy` must be one of {STRATEGY_NAMES}, got {self.strategy!r}")
-        for name in ("positions", "chunk_size", "image_size", "epochs", "batch_size", "width",
-                     "depth"):  # fmt: skip
+        for name in ("chunk_size", "image_size", "epochs", "batch_size", "width", "depth"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        _check_positions(self.positions, self.depth)
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"`seed` must be a non-negative integer, got {self.seed!r}")
         if not 0 < self.rate <= 1:
@@ -132,28 +136,26 @@ class TrainConfig:
             )
 
     def kernel_strategy(self) -> AbstractStrategy:
-        """The core strategy for `strategy`."""
+        """The core strategy for `strategy` (for per-layer `positions`, a
+        [`cfconv.Layerwise`][] of one [`cfconv.Sparse`][] per layer)."""
         sampling = cast(Literal["uniform", "stratified"], self.sampling)  # checked on init
-        return {
-            "naive": lambda: Dense(),
-            "remat": lambda: Remat(),
-            "scan": lambda: Chunked(chunk_size=self.chunk_size),
-            "sparse-scan": lambda: Sparse(
-                self.positions,
-                self.rate,
-                chunk_size=self.chunk_size,
-                write_back=self.write_back,
-                sampling=sampling,
-                error_feedback=self.error_feedback,
-            ),
-            "sparse-vmap": lambda: Sparse(
-                self.positions,
-                self.rate,
-                write_back=self.write_back,
-                sampling=sampling,
-                error_feedback=self.error_feedback,
-            ),
-        }[self.strategy]()
+        if self.strategy == "naive":
+            return Dense()
+        if self.strategy == "remat":
+            return Remat()
+        if self.strategy == "scan":
+            return Chunked(chunk_size=self.chunk_size)
+        chunk_size = self.chunk_size if self.strategy == "sparse-scan" else None
+
+        def sparse(num: int | None) -> Sparse:
+            return Sparse(num, self.rate, chunk_size=chunk_size, write_back=self.write_back,
+                          sampling=sampling, error_feedback=self.error_feedback)  # fmt: skip
+
+        if isinstance(self.positions, int):
+            return sparse(self.positions)
+        last = len(self.positions) - 1
+        per_layer = [self.positions[min(i, last)] for i in range(self.depth)]
+        return Layerwise([sparse(None if p == "all" else int(p)) for p in per_layer])
 
     @property
     def momentum(self) -> float:
@@ -198,6 +200,26 @@ class TrainConfig:
         data.setdefault("sampling", "uniform")
         data.setdefault("state_init", "uniform")
         data.setdefault("error_feedback", False)
+        if isinstance(data.get("positions"), list):
+            data["positions"] = tuple(data["positions"])
         if data.get("mlp_hidden") is not None:
             data["mlp_hidden"] = tuple(data["mlp_hidden"])
         return cls(**data)
+
+
+def _check_positions(positions, depth: int) -> None:
+    """`TrainConfig.positions`: a positive integer, or a tuple of at most `depth` entries,
+    each a positive integer or `"all"`."""
+
+    def valid(p):
+        return p == "all" or (isinstance(p, int) and not isinstance(p, bool) and p >= 1)
+
+    if isinstance(positions, tuple):
+        if 1 <= len(positions) <= depth and all(valid(p) for p in positions):
+            return
+    elif valid(positions) and positions != "all":
+        return
+    raise ValueError(
+        "`positions` must be a positive integer, or a tuple of at most `depth` "
+        f"({depth}) entries, each a positive integer or 'all', got {positions!r}"
+    )
