@@ -1,0 +1,148 @@
+"""Per-layer strategies (`cfconv.Layerwise`) and per-layer positions (`--positions all,N`)."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import cfconv
+from cfconv import cli
+from cfconv.distributed import ShardedSparse, make_mesh
+from cfconv.distributed._strategy import shard_strategy
+from cfconv.models import make_model
+from cfconv.train import TrainConfig, fit, make_train_step
+from helpers import raises_naming, tree_allclose
+
+
+SIZE = (6, 6)
+
+
+def _net(depth=2):
+    model = make_model("hw_cin_cout", in_channels=1, num_classes=3, width=4, depth=depth,
+                       mlp_hidden=(8,), key=jax.random.key(0))  # fmt: skip
+    return model, model.init_states(SIZE, key=jax.random.key(1))
+
+
+def test_each_layer_runs_its_own_strategy():
+    model, states = _net()
+    strategy = cfconv.Layerwise([cfconv.Sparse(None), cfconv.Sparse(20)])
+    kernels, _ = model.kernels(states, SIZE, strategy, key=jax.random.key(2))
+    first = model.layers[0].generator.grid_shape(SIZE)
+    # The first layer's grid whole, each position once; 20 positions in the second.
+    assert sorted(np.asarray(kernels[0].positions).tolist()) == list(range(int(np.prod(first))))
+    assert kernels[1].positions.shape == (20,)
+    # The same strategy in every layer is that strategy.
+    same = cfconv.Sparse(15, rate=0.3)
+    got = model.kernels(states, SIZE, cfconv.Layerwise([same, same]), key=jax.random.key(3))
+    assert tree_allclose(got, model.kernels(states, SIZE, same, key=jax.random.key(3)))
+    assert same.for_layer(5) is same
+
+
+def test_properties_are_any_layers():
+    plain, feedback = cfconv.Sparse(10), cfconv.Sparse(10, error_feedback=True)
+    stratified = cfconv.Sparse(10, sampling="stratified")
+    mixed = cfconv.Layerwise([plain, feedback, stratified])
+    assert mixed.needs_residual and mixed.needs_state_gradient
+    assert mixed.needs_frequency_weights and mixed.needs_key
+    assert not cfconv.Layerwise([plain, cfconv.Stored()]).needs_state_gradient
+    assert mixed.for_layer(1) is feedback
+
+
+def test_errors():
+    model, states = _net()
+    with raises_naming("strategies", ValueError, checker=True):
+        cfconv.Layerwise([])
+    with raises_naming("strategies", TypeError, checker=True):
+        cfconv.Layerwise(["sparse"])  # pyright: ignore[reportArgumentType]
+    with raises_naming("strategies", TypeError, checker=True):
+        cfconv.Layerwise([cfconv.Layerwise([cfconv.Sparse(4)])])
+    with raises_naming("strategies", ValueError, checker=True):
+        cfconv.Layerwise([cfconv.Sparse(4), cfconv.Dense()])  # it regenerates its states
+    three = cfconv.Layerwise([cfconv.Sparse(4)] * 3)
+    with raises_naming("index", ValueError, checker=True):
+        three.for_layer(3)
+    with raises_naming("strategy", ValueError, checker=True):
+        model.kernels(states, SIZE, three, key=jax.random.key(0))
+    with pytest.raises(TypeError, match="for_layer"):
+        three(model.layers[0].generator, states[0], SIZE, key=jax.random.key(0))
+    with raises_naming("num", ValueError, checker=True):
+        cfconv.Sparse(0)
+
+
+def test_train_step_with_mixed_layers_on_one_device_mesh():
+    """Error feedback in the first layer only: the step passes the state gradient to that
+    layer alone, and on a mesh each `Sparse` becomes a `ShardedSparse` with the same
+    results."""
+    model, states = _net()
+    states = tuple(s.with_residual() for s in states)
+    strategy = cfconv.Layerwise([cfconv.Sparse(None, error_feedback=True, write_back=True),
+                                 cfconv.Sparse(30, write_back=True)])  # fmt: skip
+    sharded = shard_strategy(strategy, make_mesh(1, 1))
+    assert isinstance(sharded, cfconv.Layerwise)
+    assert all(isinstance(s, ShardedSparse) for s in sharded.strategies)
+    images = jax.random.normal(jax.random.key(2), (8, 1, *SIZE))
+    labels = jnp.arange(8) % 3
+    optimizer = optax.adam(1e-2)
+    outs = []
+    for mesh in (None, make_mesh(1, 1)):
+        m, s = jax.tree.map(lambda a: a.copy() if eqx.is_array(a) else a, (model, states))
+        opt_state = optimizer.init(eqx.filter(m, eqx.is_inexact_array))
+        step = make_train_step(optimizer, strategy, SIZE, mesh=mesh)
+        for i in range(2):
+            m, s, opt_state, _ = step(m, s, opt_state, images, labels, jax.random.key(i))
+        outs.append((m, s))
+    assert tree_allclose(outs[0], outs[1])
+    first, second = outs[0][1]
+    # The first layer is sampled whole every step: nothing is left in its residual. The
+    # second keeps no residual of its own (the zeros it started with).
+    assert not np.any(np.asarray(first.residual))
+    assert not np.any(np.asarray(second.residual))
+    assert not np.allclose(np.asarray(second.kernel), np.asarray(states[1].kernel))
+
+
+def test_train_config_positions_per_layer():
+    config = TrainConfig(positions=("all", 64), depth=3, width=4)
+    strategy = config.kernel_strategy()
+    assert isinstance(strategy, cfconv.Layerwise)
+    nums = [s.num for s in strategy.strategies]  # pyright: ignore[reportAttributeAccessIssue]
+    assert nums == [None, 64, 64]
+    assert all(s.error_feedback for s in strategy.strategies)  # pyright: ignore
+    assert TrainConfig.from_json(config.to_json()) == config
+    assert isinstance(TrainConfig(positions=64).kernel_strategy(), cfconv.Sparse)
+    scan = TrainConfig(positions=(8, 16), strategy="sparse-scan", chunk_size=4)
+    assert [s.chunk_size for s in scan.kernel_strategy().strategies] == [4] * 6  # pyright: ignore
+    for bad in (0, "all", (), ("all",) * 7, (0, 4), ("some",), True):
+        with raises_naming("positions", ValueError, checker=True):
+            TrainConfig(positions=bad)  # pyright: ignore[reportArgumentType]
+
+
+def test_cli_positions(capsys):
+    import argparse
+
+    from cfconv._train_cli import add_train_arguments, train_config
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    args = parser.parse_args(["--positions", "all,4096"])
+    assert train_config(args, image_size=8, seed=0).positions == ("all", 4096)
+    assert parser.parse_args(["--positions", "512"]).positions == 512
+    for bad in ("0", "all,x", "4096,-1"):
+        with pytest.raises(SystemExit):
+            cli.main(["train", "--positions", bad])
+        assert "--positions" in capsys.readouterr().err
+
+
+def test_fit_with_per_layer_positions(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(48, 8, 8, 1), dtype=np.uint8)
+    data = cfconv.data.Dataset(images, (np.arange(48) % 2).astype(np.int32), ("a", "b"))
+    config = TrainConfig(positions=("all", 32), epochs=1, batch_size=16, width=4, depth=2,
+                         mlp_hidden=(8,), augment=False)  # fmt: skip
+    result = fit(config, data, data, checkpoint_dir=tmp_path, log=None)
+    assert result["config"]["positions"] == ["all", 32] or result["config"]["positions"] == (
+        "all", 32)  # fmt: skip
+    assert len(result["epochs"][0]["kernel_lag"]) == 2
+    resumed = fit(config, data, data, checkpoint_dir=tmp_path, resume=True, log=None)
+    assert resumed["epochs"] == result["epochs"]
