@@ -11,7 +11,7 @@ import cfconv
 from cfconv import cli
 from cfconv.distributed import ShardedSparse, make_mesh
 from cfconv.distributed._strategy import shard_strategy
-from cfconv.models import make_model
+from cfconv.models import CFConvNet, make_model
 from cfconv.train import TrainConfig, fit, make_train_step
 from helpers import raises_naming, tree_allclose
 
@@ -19,9 +19,10 @@ from helpers import raises_naming, tree_allclose
 SIZE = (6, 6)
 
 
-def _net(depth=2):
+def _net(depth=2) -> tuple[CFConvNet, tuple]:
     model = make_model("hw_cin_cout", in_channels=1, num_classes=3, width=4, depth=depth,
                        mlp_hidden=(8,), key=jax.random.key(0))  # fmt: skip
+    assert isinstance(model, CFConvNet)
     return model, model.init_states(SIZE, key=jax.random.key(1))
 
 
@@ -30,9 +31,11 @@ def test_each_layer_runs_its_own_strategy():
     strategy = cfconv.Layerwise([cfconv.Sparse(None), cfconv.Sparse(20)])
     kernels, _ = model.kernels(states, SIZE, strategy, key=jax.random.key(2))
     first = model.layers[0].generator.grid_shape(SIZE)
+    k0, k1 = kernels
+    assert isinstance(k0, cfconv.SparseKernel) and isinstance(k1, cfconv.SparseKernel)
     # The first layer's grid whole, each position once; 20 positions in the second.
-    assert sorted(np.asarray(kernels[0].positions).tolist()) == list(range(int(np.prod(first))))
-    assert kernels[1].positions.shape == (20,)
+    assert sorted(np.asarray(k0.positions).tolist()) == list(range(int(np.prod(first))))
+    assert k1.positions.shape == (20,)
     # The same strategy in every layer is that strategy.
     same = cfconv.Sparse(15, rate=0.3)
     got = model.kernels(states, SIZE, cfconv.Layerwise([same, same]), key=jax.random.key(3))

@@ -59,18 +59,23 @@ def int_list(text: str, what: str, *, minimum: int) -> tuple[int, ...]:
 def layer_positions(text: str) -> "int | tuple[int | str, ...]":
     """`4096`, or per layer `all,4096,...` (`all`: the layer's whole grid; the last entry
     also for the layers after it)."""
-    entries = text.split(",")
-    try:
-        values = tuple(v.strip() if v.strip() == "all" else int(v) for v in entries)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive integer or comma-separated integers and 'all', got {text!r}"
-        )
-    if any(v != "all" and v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"positions must be positive, got {text!r}")
-    if len(values) == 1 and values[0] != "all":
+    values: list[int | str] = []
+    for entry in text.split(","):
+        if entry.strip() == "all":
+            values.append("all")
+            continue
+        try:
+            count = int(entry)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a positive integer, or comma-separated integers and 'all', got {text!r}"
+            )
+        if count < 1:
+            raise argparse.ArgumentTypeError(f"positions must be positive, got {text!r}")
+        values.append(count)
+    if len(values) == 1 and isinstance(values[0], int):
         return values[0]
-    return values
+    return tuple(values)
 
 
 def widths(text: str) -> tuple[int, ...]:
