@@ -88,12 +88,13 @@ def add_train_arguments(p: argparse.ArgumentParser, *, one_run: bool = True) -> 
     kernel.add_argument(
         "--positions",
         type=_layer_positions,
-        default=2**12,
+        default=("all", 2**12),
         metavar="N or N1,N2,...",
-        help="kernel positions sampled per step and layer by the sparse strategies "
-        "(default 4096 = 2^12; the paper tried 2^12 to 2^21), or one count per layer, "
-        "comma-separated, where 'all' samples the layer's whole grid and the last entry "
-        "also holds for the layers after it: 'all,4096' samples the first layer whole",
+        help="kernel positions sampled per step and layer by the sparse strategies (the "
+        "paper tried 2^12 to 2^21), or one count per layer, comma-separated, where 'all' "
+        "samples the layer's whole grid and the last entry also holds for the layers "
+        "after it. Default: all,4096 (the first layer whole, 4096 = 2^12 positions in "
+        "each of the others)",
     )
     kernel.add_argument(
         "--rate",

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from ._argtypes import (
     fraction as _fraction,
+    layer_positions as _layer_positions,
     momentum as _momentum,
     non_negative_int as _non_negative_int,
     positive_int as _positive_int,
@@ -120,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = commands.add_parser("demo", help=demo.__doc__, description=demo.__doc__)
     p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per model (10)")
-    p.add_argument("--positions", type=_positive_int, default=2**12, help="sparse positions (4096)")
+    p.add_argument("--positions", type=_layer_positions, default=("all", 2**12),
+                   help="sparse positions per layer, as in cfconv train (all,4096)")  # fmt: skip
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (0)")
     p.add_argument("--json", action="store_true", help="also print the results as JSON")

@@ -28,7 +28,8 @@ class TrainConfig:
     - `positions`: positions sampled per step and layer by the sparse strategies, or a
       tuple of them per layer (at most `depth`; the last entry also holds for the layers
       after it), each a positive integer or `"all"`, the layer's whole grid
-      ([`cfconv.Layerwise`][] of [`cfconv.Sparse`][]s).
+      ([`cfconv.Layerwise`][] of [`cfconv.Sparse`][]s). Default `("all", 4096)`: the
+      first layer's grid whole, 4096 positions in each of the others.
     - `rate`: the sparse EMA rate (the paper's 0.1).
     - `chunk_size`: positions per chunk for `scan` and `sparse-scan`.
     - `image_size`: images are `image_size x image_size`.
@@ -72,7 +73,7 @@ class TrainConfig:
 
     model: str = "hw_cin_cout"
     strategy: str = "sparse-vmap"
-    positions: int | tuple[int | str, ...] = 2**12
+    positions: int | tuple[int | str, ...] = ("all", 2**12)
     rate: float = 0.1
     chunk_size: int = 2**15
     image_size: int = 8
