@@ -65,8 +65,8 @@ class TrainConfig:
 
     The defaults of `write_back`, `generator_momentum`, `error_feedback` and
     `state_init` depart from the paper for the sparse strategies: on the digits the
-    paper's step reached 0.28 (`cfconv demo`, seed 0) and these defaults 0.860 (mean of
-    three seeds, 1.8 points below the spatial CNN; `docs/cli.md`, "Accuracy").
+    paper's step reached 0.28 (`cfconv demo`, seed 0) and these defaults 0.864 (mean of
+    three seeds, 1.3 points below the spatial CNN; `docs/cli.md`, "Accuracy").
     `write_back=False, generator_momentum=0.9, error_feedback=False,
     state_init="uniform"` (with the default uniform `sampling`) is the paper's step.
     """
