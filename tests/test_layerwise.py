@@ -13,6 +13,7 @@ from cfconv.distributed import ShardedSparse, make_mesh
 from cfconv.distributed._strategy import shard_strategy
 from cfconv.models import CFConvNet, make_model
 from cfconv.train import TrainConfig, fit, make_train_step
+from cfconv.train._config import layer_positions
 from helpers import raises_naming, tree_allclose
 
 
@@ -116,7 +117,12 @@ def test_train_config_positions_per_layer():
     assert isinstance(TrainConfig(positions=64).kernel_strategy(), cfconv.Sparse)
     scan = TrainConfig(positions=(8, 16), strategy="sparse-scan", chunk_size=4)
     assert [s.chunk_size for s in scan.kernel_strategy().strategies] == [4] * 6  # pyright: ignore
-    for bad in (0, "all", (), ("all",) * 7, (0, 4), ("some",), True):
+    # Entries beyond the layers are not used.
+    long = TrainConfig(positions=("all",) * 3 + (9,), depth=2).kernel_strategy()
+    assert [s.num for s in long.strategies] == [None, None]  # pyright: ignore
+    assert [layer_positions(("all", 5), i) for i in range(3)] == [None, 5, 5]
+    assert layer_positions(7, 4) == 7
+    for bad in (0, "all", (), (0, 4), ("some",), True):
         with raises_naming("positions", ValueError, checker=True):
             TrainConfig(positions=bad)  # pyright: ignore[reportArgumentType]
 
@@ -149,3 +155,12 @@ def test_fit_with_per_layer_positions(tmp_path):
     assert len(result["epochs"][0]["kernel_lag"]) == 2
     resumed = fit(config, data, data, checkpoint_dir=tmp_path, resume=True, log=None)
     assert resumed["epochs"] == result["epochs"]
+    # The same positions per layer, written otherwise, resume too.
+    same = TrainConfig(**{**config.to_json(), "positions": ("all", 32, 32), "epochs": 2})
+    assert len(fit(same, data, data, checkpoint_dir=tmp_path, resume=True,
+                   log=None)["epochs"]) == 2  # fmt: skip
+    # cfconv plot draws one step's positions per layer: the first layer's grid whole.
+    from cfconv.experiments import plot_checkpoint
+
+    paths = plot_checkpoint(tmp_path, tmp_path / "plots", layers=[0, 1])
+    assert all(p.exists() for p in paths) and len(paths) == 4

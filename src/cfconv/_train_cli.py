@@ -93,8 +93,8 @@ def add_train_arguments(p: argparse.ArgumentParser, *, one_run: bool = True) -> 
         help="kernel positions sampled per step and layer by the sparse strategies (the "
         "paper tried 2^12 to 2^21), or one count per layer, comma-separated, where 'all' "
         "samples the layer's whole grid and the last entry also holds for the layers "
-        "after it. Default: all,4096 (the first layer whole, 4096 = 2^12 positions in "
-        "each of the others)",
+        "after it (entries beyond --depth are not used). Default: all,4096 (the first "
+        "layer whole, 4096 = 2^12 positions in each of the others)",
     )
     kernel.add_argument(
         "--rate",

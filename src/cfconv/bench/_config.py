@@ -47,7 +47,8 @@ def variant_names(positions: tuple[int, ...]) -> tuple[str, ...]:
     `sparse-scan` and `sparse-vmap` rows time the paper's step (no write-back, uniform
     positions, no error feedback); `sparse-train` rows time the sparse step of `cfconv
     train`'s defaults (`sparse-vmap` with write-back and error feedback, uniform
-    positions).
+    positions), with the row's number of positions in every layer (the default samples
+    the first layer whole).
     """
     labels = [position_label(p) for p in positions]
     return (

@@ -5,6 +5,7 @@ only through its object-oriented API (`matplotlib.figure.Figure`), which renders
 Agg without touching pyplot's global state.
 """
 
+import math
 import os
 import pathlib
 from typing import Any
@@ -292,6 +293,8 @@ def plot_checkpoint(
 
     The paths written.
     """
+    from ..train._config import layer_positions
+
     if source not in ("stored", "generator"):
         raise ValueError(f"`source` must be 'stored' or 'generator', got {source!r}")
     model, states, metadata = load_trained_model(checkpoint)
@@ -316,8 +319,10 @@ def plot_checkpoint(
                                   pairs=pairs, title=name))  # fmt: skip
         if states:
             shape = kernels[n].shape
-            num = config["positions"]
-            positions = sample_positions(jax.random.fold_in(jax.random.key(seed), n), shape, num)
+            num = layer_positions(config["positions"], n)
+            key = jax.random.fold_in(jax.random.key(seed), n)
+            positions = (sample_positions(key, shape, math.prod(shape), replace=False)
+                         if num is None else sample_positions(key, shape, num))  # fmt: skip
             paths.append(plot_sampling(shape, positions, out / f"sampling-layer{n}.png",
                                        pairs=pairs))  # fmt: skip
     return paths

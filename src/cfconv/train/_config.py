@@ -26,8 +26,9 @@ class TrainConfig:
     - `model`: one of `cfconv.models.MODEL_NAMES`.
     - `strategy`: one of `STRATEGY_NAMES` (ignored by the spatial CNN).
     - `positions`: positions sampled per step and layer by the sparse strategies, or a
-      tuple of them per layer (at most `depth`; the last entry also holds for the layers
-      after it), each a positive integer or `"all"`, the layer's whole grid
+      tuple of them per layer (the last entry also holds for the layers after it;
+      entries beyond `depth` are not used), each a positive integer or `"all"`, the
+      layer's whole grid
       ([`cfconv.Layerwise`][] of [`cfconv.Sparse`][]s). Default `("all", 4096)`: the
       first layer's grid whole, 4096 positions in each of the others.
     - `rate`: the sparse EMA rate (the paper's 0.1).
@@ -107,6 +108,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        if isinstance(self.positions, list):  # as JSON gives it
+            object.__setattr__(self, "positions", tuple(self.positions))
         _check_positions(self.positions, self.depth)
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"`seed` must be a non-negative integer, got {self.seed!r}")
@@ -154,9 +157,7 @@ class TrainConfig:
 
         if isinstance(self.positions, int):
             return sparse(self.positions)
-        last = len(self.positions) - 1
-        per_layer = [self.positions[min(i, last)] for i in range(self.depth)]
-        return Layerwise([sparse(None if p == "all" else int(p)) for p in per_layer])
+        return Layerwise([sparse(layer_positions(self.positions, i)) for i in range(self.depth)])
 
     @property
     def momentum(self) -> float:
@@ -215,12 +216,22 @@ def _check_positions(positions, depth: int) -> None:
     def valid(p):
         return p == "all" or (isinstance(p, int) and not isinstance(p, bool) and p >= 1)
 
+    del depth  # entries beyond the last layer are not used
     if isinstance(positions, tuple):
-        if 1 <= len(positions) <= depth and all(valid(p) for p in positions):
+        if positions and all(valid(p) for p in positions):
             return
     elif valid(positions) and positions != "all":
         return
     raise ValueError(
-        "`positions` must be a positive integer, or a tuple of at most `depth` "
-        f"({depth}) entries, each a positive integer or 'all', got {positions!r}"
+        "`positions` must be a positive integer, or a non-empty tuple of entries, each a "
+        f"positive integer or 'all', got {positions!r}"
     )
+
+
+def layer_positions(positions, index: int) -> int | None:
+    """The positions of layer `index` under `TrainConfig.positions` (a number, or a
+    sequence whose last entry holds for the later layers); `None` for `"all"`."""
+    if isinstance(positions, int):
+        return positions
+    entry = positions[min(index, len(positions) - 1)]
+    return None if entry == "all" else int(entry)

@@ -23,7 +23,7 @@ from ..distributed._mesh import DATA_AXIS, as_mesh, mesh_info
 from ..distributed._sharding import gather, shard
 from ..models import CFConvNet
 from ._checkpoint import atomic_write, load_checkpoint, load_metadata, save_checkpoint
-from ._config import TrainConfig
+from ._config import TrainConfig, layer_positions
 from ._sampling import refresh_frequency_weights, stratifies, uniform_frequency_weights
 from ._step import make_eval_step, make_train_step
 
@@ -74,6 +74,11 @@ class _Progress:
 
 
 @eqx.filter_jit
+def _per_layer(config: TrainConfig) -> list[int | None]:
+    """`config.positions` for each layer (`None`: the whole grid)."""
+    return [layer_positions(config.positions, i) for i in range(config.depth)]
+
+
 def _generated_states(model, states, image_size, chunk_size: int):
     """The states a dense strategy would store: every generator's kernel, in chunks."""
     return model.kernels(states, image_size, Chunked(chunk_size=chunk_size))[1]
@@ -224,6 +229,8 @@ def fit(
             for f in dataclasses.fields(TrainConfig)
             if getattr(saved, f.name) != getattr(config, f.name)
         } - _RESUMABLE
+        if _per_layer(saved) == _per_layer(config):  # e.g. 4096 and (4096,)
+            different.discard("positions")
         if different:
             settings = ", ".join(
                 f"{name}={getattr(saved, name)!r} (now {getattr(config, name)!r})"
@@ -232,7 +239,8 @@ def fit(
             raise ValueError(
                 f"cannot resume from {path}: the checkpoint was made with other settings: "
                 f"{settings}; pass the saved ones (e.g. `--sampling stratified "
-                f"--no-error-feedback` for a run of the previous release's defaults)"
+                f"--no-error-feedback --positions 4096` for a run of the previous "
+                f"release's defaults)"
             )
         if saved_metadata.get("residual", False) != feedback:
             raise ValueError(
