@@ -28,7 +28,7 @@ from cfconv.distributed import (
     tree_shardings,
 )
 from cfconv.models import make_model
-from cfconv.train import TrainConfig, load_checkpoint, uniform_frequency_weights
+from cfconv.train import TrainConfig, load_checkpoint
 
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -169,8 +169,8 @@ def test_two_processes_agree_with_one(tmp_path):
 
     model = make_model("hw_cin", in_channels=1, num_classes=10, width=4, depth=1,
                        mlp_hidden=(4,), key=jax.random.key(0))  # fmt: skip
-    # `cfconv train` samples by frequency (the default): the states hold the weights.
-    states = uniform_frequency_weights(model.init_states((8, 8), key=jax.random.key(0)))
+    # `cfconv train` keeps error feedback's residuals (the default) in the states.
+    states = tuple(s.with_residual() for s in model.init_states((8, 8), key=jax.random.key(0)))
     opt_state = TrainConfig().optimizer().init(eqx.filter(model, eqx.is_inexact_array))
     like = (model, states, opt_state, jax.random.key_data(jax.random.key(0)))
     got, _ = load_checkpoint(out / "checkpoint.eqx", like)

@@ -331,7 +331,7 @@ def test_train_step_with_stratified_sampling_keeps_the_weights():
 
 
 def test_train_config_sampling():
-    config = TrainConfig(sampling="stratified", sampling_floor=0.1)
+    config = TrainConfig(sampling="stratified", sampling_floor=0.1, positions=4096)
     strategy = config.kernel_strategy()
     assert isinstance(strategy, cfconv.Sparse) and strategy.sampling == "stratified"
     assert TrainConfig.from_json(config.to_json()) == config
