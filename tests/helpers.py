@@ -143,3 +143,17 @@ def count_compilations():
         yield count
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def train_steps(model, states, strategy, size, images, labels, *, optimizer, steps=2,
+                mesh=None):  # fmt: skip
+    """`steps` of `cfconv.train.make_train_step` from copies of `model` and `states`
+    (the step donates its arguments), with keys 0, 1, ...; returns `(model, states)`."""
+    from cfconv.train import make_train_step
+
+    m, s = jax.tree.map(lambda a: a.copy() if eqx.is_array(a) else a, (model, states))
+    opt_state = optimizer.init(eqx.filter(m, eqx.is_inexact_array))
+    step = make_train_step(optimizer, strategy, size, mesh=mesh)
+    for i in range(steps):
+        m, s, opt_state, _ = step(m, s, opt_state, images, labels, jax.random.key(i))
+    return m, s

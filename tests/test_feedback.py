@@ -21,7 +21,7 @@ from cfconv._feedback import feedback_residual, feedback_step
 from cfconv.distributed import ShardedSparse, make_mesh
 from cfconv.models import make_model
 from cfconv.train import TrainConfig, fit, load_checkpoint, make_train_step
-from helpers import raises_naming, tree_allclose
+from helpers import raises_naming, train_steps, tree_allclose
 
 
 SHAPE = (6, 6)
@@ -189,14 +189,8 @@ def test_train_step_keeps_a_residual_on_one_device_mesh():
     model, states, images, labels = _net_and_batch("hw_cin", 2, size, (4,))
     optimizer = optax.sgd(0.1)
     strategy = cfconv.Sparse(num=50, rate=RATE, error_feedback=True, write_back=True)
-    outs = []
-    for mesh in (None, make_mesh(1, 1)):
-        m, s = jax.tree.map(lambda a: a.copy() if eqx.is_array(a) else a, (model, states))
-        opt_state = optimizer.init(eqx.filter(m, eqx.is_inexact_array))
-        step = make_train_step(optimizer, strategy, size, mesh=mesh)
-        for i in range(2):
-            m, s, opt_state, _ = step(m, s, opt_state, images, labels, jax.random.key(i))
-        outs.append((m, s))
+    outs = [train_steps(model, states, strategy, size, images, labels, optimizer=optimizer,
+                        mesh=mesh) for mesh in (None, make_mesh(1, 1))]  # fmt: skip
     (m0, s0), (m1, s1) = outs
     assert tree_allclose(m0, m1) and tree_allclose(s0, s1)
     assert all(np.abs(np.asarray(state.residual)).sum() > 0 for state in s0)

@@ -1,6 +1,5 @@
 """Per-layer strategies (`cfconv.Layerwise`) and per-layer positions (`--positions all,N`)."""
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,9 +11,9 @@ from cfconv import cli
 from cfconv.distributed import ShardedSparse, make_mesh
 from cfconv.distributed._strategy import shard_strategy
 from cfconv.models import CFConvNet, make_model
-from cfconv.train import TrainConfig, fit, make_train_step
+from cfconv.train import TrainConfig, fit
 from cfconv.train._config import layer_positions
-from helpers import raises_naming, tree_allclose
+from helpers import raises_naming, train_steps, tree_allclose
 
 
 SIZE = (6, 6)
@@ -89,14 +88,8 @@ def test_train_step_with_mixed_layers_on_one_device_mesh():
     images = jax.random.normal(jax.random.key(2), (8, 1, *SIZE))
     labels = jnp.arange(8) % 3
     optimizer = optax.adam(1e-2)
-    outs = []
-    for mesh in (None, make_mesh(1, 1)):
-        m, s = jax.tree.map(lambda a: a.copy() if eqx.is_array(a) else a, (model, states))
-        opt_state = optimizer.init(eqx.filter(m, eqx.is_inexact_array))
-        step = make_train_step(optimizer, strategy, SIZE, mesh=mesh)
-        for i in range(2):
-            m, s, opt_state, _ = step(m, s, opt_state, images, labels, jax.random.key(i))
-        outs.append((m, s))
+    outs = [train_steps(model, states, strategy, SIZE, images, labels, optimizer=optimizer,
+                        mesh=mesh) for mesh in (None, make_mesh(1, 1))]  # fmt: skip
     assert tree_allclose(outs[0], outs[1])
     first, second = outs[0][1]
     # The first layer is sampled whole every step: nothing is left in its residual. The

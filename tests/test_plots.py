@@ -106,7 +106,7 @@ def test_core_imports_without_matplotlib():
 def test_template_of_a_checkpoint_without_the_weights_flag(sampling):
     """Checkpoints from before `frequency_weights` was recorded: the states hold weights
     if the config stratifies; the recorded flag overrides the config."""
-    from cfconv.experiments._plots import _template
+    from cfconv.experiments._trained import _template
 
     config = TrainConfig(model="hw", positions=8, width=4, depth=2, sampling=sampling)
     for weights, expected in ((None, sampling == "stratified"), (True, True), (False, False)):

@@ -38,7 +38,6 @@ from ._gradient_noise import (
     sparse_gradient_agreement as sparse_gradient_agreement,
 )
 from ._plots import (
-    load_trained_model as load_trained_model,
     plot_checkpoint as plot_checkpoint,
     plot_kernels as plot_kernels,
     plot_sampling as plot_sampling,
@@ -63,6 +62,7 @@ from ._spectral_setup import (
     kernel_errors as kernel_errors,
     target_kernel as target_kernel,
 )
+from ._trained import load_trained_model as load_trained_model
 
 
 __all__ = [

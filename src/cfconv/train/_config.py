@@ -108,8 +108,6 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
-        if isinstance(self.positions, list):  # as JSON gives it
-            object.__setattr__(self, "positions", tuple(self.positions))
         _check_positions(self.positions, self.depth)
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"`seed` must be a non-negative integer, got {self.seed!r}")
