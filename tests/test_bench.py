@@ -33,7 +33,8 @@ from cfconv.train import make_train_step
 
 ROW_KEYS = {"name", "group", "model", "strategy", "positions", "params", "memory_bytes",
             "memory_ratio", "fits", "step_s", "step_ratio", "times", "share", "note"}  # fmt: skip
-TINY_ROWS = {"spatial", "naive", "sparse-vmap-2^6", "sparse-train-2^6", "dense-exact",
+TINY_ROWS = {"spatial", "naive", "sparse-vmap-2^6", "sparse-train-2^6", "sparse-all-2^6",
+             "dense-exact",
              "inference-stored",
              "inference-spatial", "breakdown-mlp", "breakdown-ema", "breakdown-fft",
              "breakdown-mix", "breakdown-rest"}  # fmt: skip
@@ -103,6 +104,15 @@ def test_times_ratios_and_memory_consistent(tiny):
     assert rows["sparse-vmap-2^6"]["strategy"] == "Sparse(num=64, rate=0.1)"
     train = rows["sparse-train-2^6"]["strategy"]
     assert "write_back=True" in train and "error_feedback=True" in train
+    # `cfconv train`'s default step: the first layer whole, the others at the row's count.
+    default = rows["sparse-all-2^6"]
+    assert PRESETS["tiny"].depth == 2 and default["positions"] == 64
+    sparse = "rate=0.1, write_back=True, error_feedback=True"
+    assert default["strategy"] == (
+        f"Layerwise([Sparse(num=None, {sparse})] + [Sparse(num=64, {sparse})])"
+    )
+    assert default["params"] == rows["sparse-train-2^6"]["params"]
+    assert default["step_s"] is not None and default["memory_bytes"] > 0
 
 
 def test_spatial_memory_equals_compiled_memory_analysis(tiny):
@@ -197,6 +207,8 @@ def test_variant_selection():
     assert "sparse-train-2^12" in names
     config = BenchConfig(positions=(2**12, 2**18), variants=("sparse-train",))
     assert config.selected() == ("spatial", "sparse-train-2^12", "sparse-train-2^18")
+    config = BenchConfig(positions=(2**12,), variants=("sparse-all", "sparse-train-2^12"))
+    assert config.selected() == ("spatial", "sparse-train-2^12", "sparse-all-2^12")
     config = BenchConfig(positions=(2**12, 2**18), variants=("sparse-vmap", "breakdown"),
                          breakdown_positions=2**12)  # fmt: skip
     assert config.selected() == ("spatial", "sparse-vmap-2^12", "sparse-vmap-2^18", "breakdown")

@@ -101,9 +101,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = (
         "variants: spatial, naive-hw, naive-hw_cin, naive-hw_cout, naive, remat, scan, "
         "sparse-scan-2^K, sparse-vmap-2^K (the paper's step), sparse-train-2^K (cfconv "
-        "train's default step, write-back and error feedback, with 2^K positions in every "
-        "layer) (one each per --positions; "
-        "the groups sparse-scan, sparse-vmap and sparse-train select all), dense-exact, "
+        "train's sparse update, write-back and error feedback, with 2^K positions in every "
+        "layer), sparse-all-2^K (the same with the first layer's grid whole: sparse-all-2^12 "
+        "is cfconv train's default step) (one each per --positions; the groups "
+        "sparse-scan, sparse-vmap, sparse-train and sparse-all select all), dense-exact, "
         "inference-stored, inference-spatial, breakdown"
     )
     size = p.add_mutually_exclusive_group()

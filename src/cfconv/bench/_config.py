@@ -43,12 +43,14 @@ def variant_names(positions: tuple[int, ...]) -> tuple[str, ...]:
 
     `("spatial", "naive-hw", "naive-hw_cin", "naive-hw_cout", "naive", "remat", "scan",
     "sparse-scan-2^12", ..., "sparse-vmap-2^12", ..., "sparse-train-2^12", ...,
-    "dense-exact", "inference-stored", "inference-spatial", "breakdown")`. The
-    `sparse-scan` and `sparse-vmap` rows time the paper's step (no write-back, uniform
-    positions, no error feedback); `sparse-train` rows time the sparse step of `cfconv
-    train`'s defaults (`sparse-vmap` with write-back and error feedback, uniform
-    positions), with the row's number of positions in every layer (the default samples
-    the first layer whole).
+    "sparse-all-2^12", ..., "dense-exact", "inference-stored", "inference-spatial",
+    "breakdown")`. The `sparse-scan` and `sparse-vmap` rows time the paper's step (no
+    write-back, uniform positions, no error feedback); `sparse-train` rows time the
+    sparse update of `cfconv train`'s defaults (`sparse-vmap` with write-back and error
+    feedback, uniform positions) with the row's number of positions in every layer;
+    `sparse-all` rows time the same update with the first layer's grid sampled whole and
+    the row's number in each other layer (`--positions all,N`), so `sparse-all-2^12` is
+    the step of `cfconv train`'s defaults.
     """
     labels = [position_label(p) for p in positions]
     return (
@@ -60,6 +62,7 @@ def variant_names(positions: tuple[int, ...]) -> tuple[str, ...]:
         *(f"sparse-scan-{p}" for p in labels),
         *(f"sparse-vmap-{p}" for p in labels),
         *(f"sparse-train-{p}" for p in labels),
+        *(f"sparse-all-{p}" for p in labels),
         "dense-exact",
         "inference-stored",
         "inference-spatial",
@@ -67,7 +70,7 @@ def variant_names(positions: tuple[int, ...]) -> tuple[str, ...]:
     )
 
 
-SPARSE_GROUPS: tuple[str, ...] = ("sparse-scan", "sparse-vmap", "sparse-train")
+SPARSE_GROUPS: tuple[str, ...] = ("sparse-scan", "sparse-vmap", "sparse-train", "sparse-all")
 """Variant groups with one row per position count."""
 
 
@@ -81,11 +84,12 @@ class BenchConfig:
     - `batch_size`: examples per training step (default 32).
     - `width`, `depth`: filters per layer and convolution layers (the paper's 32 and 6).
     - `positions`: sparse positions per step and layer, one `sparse-scan-*`, one
-      `sparse-vmap-*` and one `sparse-train-*` variant each (the paper's $2^{12}, 2^{15},
-      2^{18}, 2^{21}$).
+      `sparse-vmap-*`, one `sparse-train-*` and one `sparse-all-*` variant each (the
+      paper's $2^{12}, 2^{15}, 2^{18}, 2^{21}$).
     - `variants`: the variant names to measure (see [`cfconv.bench.variant_names`][]);
       `None` for all. `spatial` is always measured (every ratio is to it); the group
-      names `sparse-scan`, `sparse-vmap` and `sparse-train` select every position count.
+      names `sparse-scan`, `sparse-vmap`, `sparse-train` and `sparse-all` select every
+      position count.
     - `repeats`: timed repetitions per variant (medians are reported).
     - `warmup`: untimed calls per variant before timing (the first compiles).
     - `budget`: seconds; a variant whose timed calls add up to more than this stops
@@ -207,6 +211,7 @@ PRESETS: dict[str, BenchConfig] = {
             "naive",
             "sparse-vmap",
             "sparse-train",
+            "sparse-all",
             "dense-exact",
             "inference-stored",
             "breakdown",

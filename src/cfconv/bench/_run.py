@@ -40,6 +40,23 @@ def _group(name: str) -> str:
     return "dense"
 
 
+def _describe(strategy: Any) -> str:
+    """A strategy's repr on one line (a table cell); a `Layerwise` as its runs of equal
+    layers, e.g. `Layerwise([Sparse(num=None, ...)] + 5 * [Sparse(num=4096, ...)])`."""
+    from .. import Layerwise
+
+    if not isinstance(strategy, Layerwise):
+        return " ".join(repr(strategy).split())
+    runs: list[list] = []
+    for layer in strategy.strategies:
+        if runs and runs[-1][0] == layer:
+            runs[-1][1] += 1
+        else:
+            runs.append([layer, 1])
+    parts = [f"[{_describe(s)}]" if n == 1 else f"{n} * [{_describe(s)}]" for s, n in runs]
+    return f"Layerwise({' + '.join(parts)})"
+
+
 def _training_variant(name: str, config: BenchConfig) -> tuple[str, Any]:
     """`(model name, strategy)` of a training variant, with the strategies `cfconv
     train` uses for its `--strategy` names."""
@@ -56,12 +73,14 @@ def _training_variant(name: str, config: BenchConfig) -> tuple[str, Any]:
     for prefix in SPARSE_GROUPS:
         if name.startswith(prefix + "-"):
             num = next(p for p in config.positions if name == f"{prefix}-{position_label(p)}")
-            train = TrainConfig(positions=num, rate=RATE, chunk_size=config.chunk_size)
-            if prefix != "sparse-train":  # the paper's step, which its tables time
+            # "sparse-train", "sparse-all": the update of `cfconv train`'s defaults (write-back,
+            # error feedback), "sparse-all" with the first layer's grid whole (the defaults).
+            positions = ("all", num) if prefix == "sparse-all" else num
+            train = TrainConfig(positions=positions, depth=config.depth, rate=RATE,
+                                chunk_size=config.chunk_size)  # fmt: skip
+            if prefix in ("sparse-scan", "sparse-vmap"):  # the paper's step, its tables'
                 train = dataclasses.replace(train, strategy=prefix, write_back=False,
                                             sampling="uniform", error_feedback=False)  # fmt: skip
-            # "sparse-train": the step of `cfconv train`'s defaults (write-back, error
-            # feedback).
             return "hw_cin_cout", train.kernel_strategy()
     train = TrainConfig(strategy=name, chunk_size=config.chunk_size)
     return "hw_cin_cout", train.kernel_strategy()
@@ -171,8 +190,11 @@ def run_benchmark(
             row["strategy"] = "Stored()" if model_name != "spatial" else None
         else:
             model_name, strategy = _training_variant(name, config)
-            row["strategy"] = None if model_name == "spatial" else repr(strategy)
+            row["strategy"] = None if model_name == "spatial" else _describe(strategy)
             row["positions"] = getattr(strategy, "num", None)
+            if name.startswith("sparse-all-"):  # the layers after the first (sampled whole)
+                row["positions"] = next(p for p in config.positions
+                                        if name == f"sparse-all-{position_label(p)}")  # fmt: skip
         row["model"] = model_name
         ours = isinstance(strategy, AbstractStrategy)
         pool = pool_for(model_name, weights=ours and strategy.needs_frequency_weights,
