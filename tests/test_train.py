@@ -237,6 +237,20 @@ def test_cli_train_on_the_digits(tmp_path):
     assert code == 0
     metrics = json.loads(out.read_text())
     assert metrics["config"]["image_size"] == 8
+    if jax.device_count() == 1:  # no --mesh on one device: no mesh
+        assert metrics["mesh"] is None
+
+
+@pytest.mark.skipif(jax.device_count() != 1, reason="needs a single device")
+def test_cli_mesh_only_when_asked_for_on_one_device():
+    from argparse import Namespace
+
+    from cfconv._train_cli import make_train_mesh
+
+    args = Namespace(mesh=None, batch_size=8, width=4, model="hw")
+    assert make_train_mesh(args, "cfconv train") is None
+    mesh = make_train_mesh(Namespace(**{**vars(args), "mesh": (1, 1)}), "cfconv train")
+    assert mesh is not None and mesh.devices.shape == (1, 1)
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["demo"], ["filters"]])
