@@ -2,6 +2,7 @@
 argument errors. No timed assertions: the numbers themselves are the benchmark's business."""
 
 import contextlib
+import dataclasses
 import io
 import json
 import statistics
@@ -21,6 +22,7 @@ from cfconv.bench import (
     Timed,
     check_targets,
     compiled_memory,
+    run_benchmark,
     time_interleaved,
     variant_names,
     write_docs,
@@ -111,8 +113,18 @@ def test_times_ratios_and_memory_consistent(tiny):
     assert default["strategy"] == (
         f"Layerwise([Sparse(num=None, {sparse})] + [Sparse(num=64, {sparse})])"
     )
-    assert default["params"] == rows["sparse-train-2^6"]["params"]
-    assert default["step_s"] is not None and default["memory_bytes"] > 0
+
+
+def test_sparse_all_at_depth_one():
+    # One layer, sampled whole: the row names no count for the (absent) later layers.
+    config = dataclasses.replace(PRESETS["tiny"], depth=1, variants=("sparse-all",),
+                                 repeats=1, warmup=0)  # fmt: skip
+    rows = {row["name"]: row for row in run_benchmark(config, log=None)["rows"]}
+    row = rows["sparse-all-2^6"]
+    assert row["positions"] is None and "depth 1" in row["note"]
+    assert row["strategy"] == (
+        "Layerwise([Sparse(num=None, rate=0.1, write_back=True, error_feedback=True)])"
+    )
 
 
 def test_spatial_memory_equals_compiled_memory_analysis(tiny):

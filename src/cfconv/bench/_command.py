@@ -103,7 +103,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "sparse-scan-2^K, sparse-vmap-2^K (the paper's step), sparse-train-2^K (cfconv "
         "train's sparse update, write-back and error feedback, with 2^K positions in every "
         "layer), sparse-all-2^K (the same with the first layer's grid whole: sparse-all-2^12 "
-        "is cfconv train's default step) (one each per --positions; the groups "
+        "is the kernel update of cfconv train's defaults) (one each per --positions; the groups "
         "sparse-scan, sparse-vmap, sparse-train and sparse-all select all), dense-exact, "
         "inference-stored, inference-spatial, breakdown"
     )

@@ -50,7 +50,8 @@ def variant_names(positions: tuple[int, ...]) -> tuple[str, ...]:
     feedback, uniform positions) with the row's number of positions in every layer;
     `sparse-all` rows time the same update with the first layer's grid sampled whole and
     the row's number in each other layer (`--positions all,N`), so `sparse-all-2^12` is
-    the step of `cfconv train`'s defaults.
+    the kernel update of `cfconv train`'s defaults (every row's optimizer is Adam, without
+    `cfconv train`'s augmentation).
     """
     labels = [position_label(p) for p in positions]
     return (

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 
 from .._custom_types import LogStream
+from .._layerwise import Layerwise
 from .._strategies import AbstractStrategy
 from ._breakdown import BREAKDOWN_PIECES, make_pieces
 from ._config import SPARSE_GROUPS, BenchConfig, position_label
@@ -43,10 +44,8 @@ def _group(name: str) -> str:
 def _describe(strategy: Any) -> str:
     """A strategy's repr on one line (a table cell); a `Layerwise` as its runs of equal
     layers, e.g. `Layerwise([Sparse(num=None, ...)] + 5 * [Sparse(num=4096, ...)])`."""
-    from .. import Layerwise
-
     if not isinstance(strategy, Layerwise):
-        return " ".join(repr(strategy).split())
+        return eqx.tree_pformat(strategy, width=10**9)
     runs: list[list] = []
     for layer in strategy.strategies:
         if runs and runs[-1][0] == layer:
@@ -192,9 +191,11 @@ def run_benchmark(
             model_name, strategy = _training_variant(name, config)
             row["strategy"] = None if model_name == "spatial" else _describe(strategy)
             row["positions"] = getattr(strategy, "num", None)
-            if name.startswith("sparse-all-"):  # the layers after the first (sampled whole)
-                row["positions"] = next(p for p in config.positions
-                                        if name == f"sparse-all-{position_label(p)}")  # fmt: skip
+            if isinstance(strategy, Layerwise):  # sparse-all: the count of the later layers
+                later = strategy.strategies[1:]
+                row["positions"] = later[0].num if later else None
+                if not later:
+                    row["note"] = "depth 1: its only layer is sampled whole"
         row["model"] = model_name
         ours = isinstance(strategy, AbstractStrategy)
         pool = pool_for(model_name, weights=ours and strategy.needs_frequency_weights,
