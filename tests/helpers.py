@@ -133,8 +133,8 @@ def count_compilations():
     repeated call with the same shapes and dtypes should compile nothing."""
     count = [0]
 
-    def listener(event, duration, **kwargs):
-        del duration, kwargs
+    def listener(event, duration_secs, **kwargs):
+        del duration_secs, kwargs
         if event == "/jax/core/compile/backend_compile_duration":
             count[0] += 1
 

@@ -4,6 +4,7 @@ with the gradient scales that keep a sparse step's gradient unbiased."""
 import math
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray, Shaped

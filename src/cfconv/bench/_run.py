@@ -193,7 +193,7 @@ def run_benchmark(
             row["positions"] = getattr(strategy, "num", None)
             if isinstance(strategy, Layerwise):  # sparse-all: the count of the later layers
                 later = strategy.strategies[1:]
-                row["positions"] = later[0].num if later else None
+                row["positions"] = getattr(later[0], "num", None) if later else None
                 if not later:
                     row["note"] = "depth 1: its only layer is sampled whole"
         row["model"] = model_name

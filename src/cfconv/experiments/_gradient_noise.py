@@ -4,6 +4,7 @@ exact gradient does."""
 import math
 import sys
 from collections.abc import Sequence
+from typing import Literal
 
 import equinox as eqx
 import jax
@@ -40,7 +41,7 @@ def sparse_gradient_agreement(
     *,
     repeats: int = 8,
     key: PRNGKeyArray,
-    sampling: str = "uniform",
+    sampling: Literal["uniform", "stratified"] = "uniform",
     weight_batch: tuple[Array, Array] | None = None,
     floor: float = 0.05,
 ) -> dict[str, list]:
