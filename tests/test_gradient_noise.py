@@ -51,9 +51,9 @@ def test_stratified_steps_agree_with_the_exact_gradient():
     with pytest.raises(ValueError, match="`weight_batch`"):
         sparse_gradient_agreement(model, images, labels, [0.5], key=jax.random.key(0),
                                   sampling="stratified")  # fmt: skip
-    with pytest.raises(ValueError, match="`sampling`"):
+    with raises_naming("sampling", ValueError, checker=True):
         sparse_gradient_agreement(model, images, labels, [0.5], key=jax.random.key(0),
-                                  sampling="importance")  # fmt: skip
+                                  sampling="importance")  # pyright: ignore  # fmt: skip
 
 
 def test_bad_arguments_are_named():
