@@ -264,8 +264,8 @@ def make_train_mesh(args, command: str, models: tuple[str, ...] | None = None):
         raise SystemExit(f"{command}: {error}")
     if args.mesh is None and mesh.size == 1:
         # One device and no --mesh: the plain step, without the mesh's sharding
-        # constraints and per-device programs, which cost about a quarter more per step on
-        # one CPU device and compute the same to float32 rounding.
+        # constraints and per-device programs, which cost time on one CPU device and
+        # compute the same to float32 rounding.
         return None
     data_size, model_size = mesh.devices.shape
     convolves = any(m != "spatial" for m in (models or (args.model,)))
