@@ -73,12 +73,12 @@ class _Progress:
         self.stream.flush()
 
 
-@eqx.filter_jit
 def _per_layer(config: TrainConfig) -> list[int | None]:
     """`config.positions` for each layer (`None`: the whole grid)."""
     return [layer_positions(config.positions, i) for i in range(config.depth)]
 
 
+@eqx.filter_jit
 def _generated_states(model, states, image_size, chunk_size: int):
     """The states a dense strategy would store: every generator's kernel, in chunks."""
     return model.kernels(states, image_size, Chunked(chunk_size=chunk_size))[1]
