@@ -21,6 +21,7 @@ def add_train_arguments(p: argparse.ArgumentParser, *, one_run: bool = True) -> 
     from ._strategies import SAMPLINGS
     from .models import GENERATOR_KINDS, MODEL_NAMES
     from .train import STRATEGY_NAMES
+    from .train._optimizer import LR_SCHEDULES
 
     data = p.add_argument_group("data")
     data.add_argument(
@@ -164,6 +165,13 @@ def add_train_arguments(p: argparse.ArgumentParser, *, one_run: bool = True) -> 
         "a generator faster than the stored kernel can follow overshoots",
     )
     run.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default="constant",
+        help="constant (default, the paper's) or cosine: both learning rates decay to zero "
+        "over --epochs along a half cosine",
+    )
+    run.add_argument(
         "--generator-momentum",
         type=_momentum,
         default=None,
@@ -234,6 +242,7 @@ def train_config(args, *, image_size: int, seed: int):
         batch_size=args.batch_size,
         lr=args.lr,
         generator_lr=args.generator_lr,
+        lr_schedule=args.lr_schedule,
         write_back=args.write_back,
         generator_momentum=args.generator_momentum,
         sampling=args.sampling,

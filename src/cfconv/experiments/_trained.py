@@ -45,7 +45,10 @@ def _template(config, in_channels: int, num_classes: int, weights: bool | None =
             states = uniform_frequency_weights(states)
         if residual:
             states = tuple(state.with_residual() for state in states)
-        opt_state = config.optimizer().init(eqx.filter(model, eqx.is_inexact_array))
+        # The optimizer state's structure does not depend on the run's length.
+        opt_state = config.optimizer(steps_per_epoch=1).init(
+            eqx.filter(model, eqx.is_inexact_array)
+        )
         return model, states, opt_state, jax.random.key_data(key)
 
     return eqx.filter_eval_shape(build)

@@ -8,6 +8,7 @@ import optax
 from .._layerwise import Layerwise
 from .._strategies import SAMPLINGS, AbstractStrategy, Chunked, Dense, Remat, Sparse
 from ..models import GENERATOR_KINDS, MODEL_NAMES, AbstractModel, make_model
+from ._optimizer import LR_SCHEDULES, make_optimizer
 
 
 STRATEGY_NAMES: tuple[str, ...] = ("naive", "remat", "scan", "sparse-scan", "sparse-vmap")
@@ -44,6 +45,8 @@ class TrainConfig:
       [`cfconv.train.make_optimizer`][] and `momentum`.
     - `generator_lr`: the learning rate of the generator MLPs (`None`: `lr`); see
       [`cfconv.train.make_optimizer`][].
+    - `lr_schedule`: `"constant"` (default, the paper's) or `"cosine"`: both learning
+      rates decay to zero over the run's `epochs` ([`cfconv.train.make_optimizer`][]).
     - `sampling`: how the sparse strategies draw positions: `"uniform"` (the paper's,
       and the default), or `"stratified"`, over the frequencies by the size of the
       kernel gradient, refreshed at the start of every epoch ([`cfconv.Sparse`][]'s
@@ -82,6 +85,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     generator_lr: float | None = None
+    lr_schedule: str = "constant"
     write_back: bool = True
     generator_momentum: float | None = None
     sampling: str = "uniform"
@@ -120,6 +124,10 @@ class TrainConfig:
         for name in ("write_back", "error_feedback", "augment"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"`{name}` must be a bool, got {getattr(self, name)!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"`lr_schedule` must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}"
+            )
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"`sampling` must be one of {SAMPLINGS}, got {self.sampling!r}")
         if self.state_init not in STATE_INITS:
@@ -166,13 +174,14 @@ class TrainConfig:
             return self.generator_momentum
         return 0.0 if self.strategy.startswith("sparse") else 0.9
 
-    def optimizer(self) -> optax.GradientTransformation:
+    def optimizer(self, steps_per_epoch: int | None = None) -> optax.GradientTransformation:
         """The optimizer of a run with this configuration
         ([`cfconv.train.make_optimizer`][]): what a checkpoint's optimizer state is the
-        state of."""
-        from ._optimizer import make_optimizer
-
-        return make_optimizer(self.lr, self.generator_lr, generator_momentum=self.momentum)
+        state of. A `"cosine"` `lr_schedule` needs `steps_per_epoch` (its decay spans
+        `epochs * steps_per_epoch` steps)."""
+        total = None if steps_per_epoch is None else self.epochs * steps_per_epoch
+        return make_optimizer(self.lr, self.generator_lr, generator_momentum=self.momentum,
+                              lr_schedule=self.lr_schedule, total_steps=total)  # fmt: skip
 
     def build_model(self, in_channels: int, num_classes: int, *, key) -> AbstractModel:
         """The network of a run with this configuration (`model`, `width`, `depth`,

@@ -206,7 +206,8 @@ def fit(
     feedback = strategy.needs_residual and isinstance(model, CFConvNet)
     if feedback:
         states = tuple(state.with_residual() for state in states)
-    optimizer = config.optimizer()
+    steps_per_epoch = num_batches(train_data, config.batch_size, drop_remainder=True)
+    optimizer = config.optimizer(steps_per_epoch)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     key_data = jax.random.key_data(k_train)
     history: list[dict[str, Any]] = []
@@ -277,7 +278,6 @@ def fit(
         return jnp.stack([jnp.linalg.norm(state.kernel - kernel) / jnp.linalg.norm(kernel)
                           for state, kernel in zip(states, generated)])  # fmt: skip
 
-    steps_per_epoch = num_batches(train_data, config.batch_size, drop_remainder=True)
     params = parameter_count(model)
 
     def result() -> dict[str, Any]:

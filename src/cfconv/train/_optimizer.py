@@ -19,8 +19,35 @@ def generator_labels(params: PyTree) -> PyTree:
     )
 
 
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+"""The learning-rate schedules of [`cfconv.train.make_optimizer`][] (`cfconv train
+--lr-schedule`)."""
+
+
+def learning_rate(lr: float, schedule: str = "constant", total_steps: int | None = None
+                  ) -> float | optax.Schedule:  # fmt: skip
+    """`lr` as `schedule` has it: the number itself (`"constant"`), or a cosine decay
+    from `lr` at step 0 to zero at `total_steps` (`"cosine"`, which needs
+    `total_steps`)."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"`lr_schedule` must be one of {LR_SCHEDULES}, got {schedule!r}")
+    if schedule == "constant":
+        return lr
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        raise ValueError(
+            f"`total_steps` must be a positive integer for lr_schedule={schedule!r}, "
+            f"got {total_steps!r}"
+        )
+    return optax.cosine_decay_schedule(lr, total_steps)
+
+
 def make_optimizer(
-    lr: float, generator_lr: float | None = None, *, generator_momentum: float = 0.9
+    lr: float,
+    generator_lr: float | None = None,
+    *,
+    generator_momentum: float = 0.9,
+    lr_schedule: str = "constant",
+    total_steps: int | None = None,
 ) -> optax.GradientTransformation:
     r"""Adam with learning rate `lr`, and `generator_lr` and `generator_momentum` for the
     kernel generators' MLPs.
@@ -43,6 +70,10 @@ def make_optimizer(
     - `generator_lr`: the learning rate of the generator MLPs; `None` (default) uses `lr`.
     - `generator_momentum`: Adam's $\beta_1$ for the generator MLPs, in `[0, 1)`
       (default 0.9, Adam's).
+    - `lr_schedule`: `"constant"` (default, the paper's), or `"cosine"`: both learning
+      rates decay along a half cosine from their value at step 0 to zero at
+      `total_steps` (`optax.cosine_decay_schedule`).
+    - `total_steps`: the number of optimizer steps of the run; needed by `"cosine"`.
 
     **Returns:**
 
@@ -59,9 +90,9 @@ def make_optimizer(
     ):
         raise ValueError(f"`generator_momentum` must be in [0, 1), got {generator_momentum!r}")
     generator_lr = lr if generator_lr is None else generator_lr
+    other = optax.adam(learning_rate(lr, lr_schedule, total_steps))
     if generator_lr == lr and generator_momentum == 0.9:
-        return optax.adam(lr)
-    return optax.multi_transform(
-        {"generator": optax.adam(generator_lr, b1=generator_momentum), "other": optax.adam(lr)},
-        generator_labels,
-    )
+        return other
+    generator = optax.adam(learning_rate(generator_lr, lr_schedule, total_steps),
+                           b1=generator_momentum)  # fmt: skip
+    return optax.multi_transform({"generator": generator, "other": other}, generator_labels)
