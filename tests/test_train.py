@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 
 import equinox as eqx
 import jax
@@ -172,6 +173,51 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, model, sampling):
         fit(other, train, val, checkpoint_dir=tmp_path / "b", resume=True, log=None)
 
 
+def test_resume_reproduces_an_interrupted_cosine_run(tmp_path, monkeypatch):
+    data = _toy_dataset(96)
+    train, val = cfconv.data.train_val_split(data, val_fraction=0.25, seed=0)
+    config = TrainConfig(model="hw_cin_cout", positions=64, epochs=3, lr_schedule="cosine",
+                         **SMALL)  # fmt: skip
+    full = fit(config, train, val, checkpoint_dir=tmp_path / "a", log=None)
+    real_save = cfconv.train._loop.save_checkpoint
+
+    def save_then_crash(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cfconv.train._loop, "save_checkpoint", save_then_crash)
+        with pytest.raises(KeyboardInterrupt):  # after the first epoch's checkpoint
+            fit(config, train, val, checkpoint_dir=tmp_path / "b", log=None)
+    resumed = fit(config, train, val, checkpoint_dir=tmp_path / "b", resume=True, log=None)
+    assert [[e[k] for k in _COMPARED] for e in resumed["epochs"]] == [
+        [e[k] for k in _COMPARED] for e in full["epochs"]
+    ]
+    # The decay spans the run's epochs: a cosine run cannot be extended.
+    longer = dataclasses.replace(config, epochs=4)
+    with pytest.raises(ValueError, match="epochs=3 \\(now 4\\)"):
+        fit(longer, train, val, checkpoint_dir=tmp_path / "b", resume=True, log=None)
+
+
+class _Params(eqx.Module):
+    generator: jax.Array
+    head: jax.Array
+
+
+def test_cosine_schedule_decays_both_learning_rates():
+    params = _Params(jnp.zeros(3), jnp.zeros(2))
+    optimizer = make_optimizer(1e-2, generator_lr=1e-4, generator_momentum=0.0,
+                               lr_schedule="cosine", total_steps=4)  # fmt: skip
+    opt_state = optimizer.init(params)
+    grads = jax.tree.map(jnp.ones_like, params)
+    for k in range(6):
+        # With a constant gradient every Adam step has the size of its learning rate.
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        factor = 0.5 * (1 + math.cos(math.pi * min(k, 4) / 4))
+        np.testing.assert_allclose(updates.generator, -1e-4 * factor, rtol=1e-3, atol=1e-12)
+        np.testing.assert_allclose(updates.head, -1e-2 * factor, rtol=1e-3, atol=1e-12)
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     data = _toy_dataset(64)
     train, val = cfconv.data.train_val_split(data, val_fraction=0.25, seed=0)
@@ -338,6 +384,21 @@ def test_make_optimizer_rejects_bad_rates(kwargs, name):
     arguments = dict(lr=1e-3) | kwargs
     with pytest.raises(ValueError, match=name):
         make_optimizer(**arguments)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [(dict(lr_schedule="linear"), "lr_schedule"), (dict(lr_schedule="cosine"), "total_steps"),
+     (dict(lr_schedule="cosine", total_steps=0), "total_steps")],
+)  # fmt: skip
+def test_make_optimizer_rejects_bad_schedules(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        make_optimizer(1e-3, **kwargs)
+
+
+def test_train_config_rejects_an_unknown_schedule():
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="linear")
 
 
 @pytest.mark.parametrize(

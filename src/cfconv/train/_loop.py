@@ -141,7 +141,10 @@ def fit(
     - `config`: a [`cfconv.train.TrainConfig`][].
     - `train_data`, `val_data`: [`cfconv.data.Dataset`][]s of the same image shape.
     - `checkpoint_dir`: where to keep `checkpoint.eqx` (written after every epoch).
-    - `resume`: continue from the checkpoint in `checkpoint_dir` if there is one.
+    - `resume`: continue from the checkpoint in `checkpoint_dir` if there is one. The
+      checkpoint's settings must be `config`'s, except `epochs` (a resumed run continues
+      up to the new total) and `state_init`; with a `"cosine"` `lr_schedule`, whose
+      decay spans the run's epochs, `epochs` must match too.
     - `metrics_out`: write the metrics as JSON there after every epoch.
     - `log`: where the progress goes (`None`: silent).
     - `mesh`: train on a device mesh: a `jax.sharding.Mesh` from
@@ -232,6 +235,8 @@ def fit(
         } - _RESUMABLE
         if _per_layer(saved) == _per_layer(config):  # e.g. 4096 and (4096,)
             different.discard("positions")
+        if config.lr_schedule != "constant" and saved.epochs != config.epochs:
+            different.add("epochs")  # the schedule spans the run's epochs
         if different:
             settings = ", ".join(
                 f"{name}={getattr(saved, name)!r} (now {getattr(config, name)!r})"
