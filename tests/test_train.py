@@ -462,6 +462,21 @@ def test_kernel_lag_is_recorded_for_sparse_runs(tmp_path):
     np.testing.assert_allclose(lag, expected, rtol=1e-3)
     # 64 positions a step at rate 0.1 leave the stored kernel far from the generator's.
     assert min(lag) > 0.1
+    # The network with the generators' kernels, on the validation set standardised by
+    # the training set's statistics.
+    pixels = np.asarray(train.images, np.float64) / 255.0
+    mean, std = pixels.mean(), max(pixels.std(), 1e-3)
+    images = ((np.asarray(val.images, np.float64) / 255.0 - mean) / std).astype(np.float32)
+    images = images.transpose(0, 3, 1, 2)  # batches are (n, channels, h, w)
+    kernels = tuple(layer.generator.materialize((8, 8)) for layer in model.layers)
+    logits = jax.vmap(model, in_axes=(0, None))(jnp.asarray(images), kernels)
+    labels = np.asarray(val.labels)
+    predicted = (np.asarray(logits)[:, 0] > 0).astype(labels.dtype)
+    record = result["epochs"][-1]
+    assert record["val_acc_generated"] == pytest.approx(np.mean(predicted == labels))
+    z = np.asarray(logits, np.float64)[:, 0]
+    bce = np.mean(np.maximum(z, 0) - z * labels + np.log1p(np.exp(-np.abs(z))))
+    assert record["val_loss_generated"] == pytest.approx(bce, rel=1e-4)
     dense = TrainConfig(model="hw_cin_cout", strategy="naive", epochs=1, augment=False, **SMALL)
     assert "kernel_lag" not in fit(dense, train, val, log=None)["epochs"][-1]
 

@@ -124,7 +124,10 @@ def fit(
     kernel $S$ is from the kernel $K_\theta$ its generator gives now (evaluated
     everywhere, in chunks). A lag that stays large means that the generator moves faster
     than the sparse updates can carry it into the stored kernel (see
-    [`cfconv.train.make_optimizer`][]).
+    [`cfconv.train.make_optimizer`][]). They also hold `val_loss_generated` and
+    `val_acc_generated`: the validation loss and accuracy of the network with those
+    generators' kernels in place of the stored ones, which says whether the generators
+    alone (the continuous kernels) carry what the network learned.
 
     Each epoch: shuffled batches (a function of `seed` and the epoch); with a strategy
     that [`needs_frequency_weights`][cfconv.AbstractStrategy.needs_frequency_weights]
@@ -278,10 +281,9 @@ def fit(
     measure_lag = not strategy.generates_state and isinstance(model, CFConvNet)
 
     @eqx.filter_jit
-    def kernel_lag(model, states):
-        generated, _ = model.kernels(states, image_size, Chunked(chunk_size=config.chunk_size))
-        return jnp.stack([jnp.linalg.norm(state.kernel - kernel) / jnp.linalg.norm(kernel)
-                          for state, kernel in zip(states, generated)])  # fmt: skip
+    def kernel_lag(states, generated):
+        return jnp.stack([jnp.linalg.norm(s.kernel - g.kernel) / jnp.linalg.norm(g.kernel)
+                          for s, g in zip(states, generated)])  # fmt: skip
 
     params = parameter_count(model)
 
@@ -350,9 +352,18 @@ def fit(
             "examples_per_s": timed_steps * config.batch_size / seconds,
         }
         if measure_lag:
-            record["kernel_lag"] = [float(v) for v in kernel_lag(model, states)]
+            generated = refresh(model, states)
+            if mesh is not None:
+                generated = shard(generated, mesh)
+            record["kernel_lag"] = [float(v) for v in kernel_lag(states, generated)]
+            record["val_loss_generated"], record["val_acc_generated"] = _evaluate(
+                eval_step, model, generated, val_data, config.batch_size
+            )
         history.append(record)
-        lag = f" | kernel lag {np.mean(record['kernel_lag']):.2f}" if measure_lag else ""
+        lag = ""
+        if measure_lag:
+            lag = (f" | kernel lag {np.mean(record['kernel_lag']):.2f}, generated "
+                   f"kernels' val acc {record['val_acc_generated']:.3f}")  # fmt: skip
         progress.close(
             f"epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.4f} acc {train_acc:.3f}"
             f" | val loss {val_loss:.4f} acc {val_acc:.3f} | {record['step_time'] * 1e3:.1f} ms"
