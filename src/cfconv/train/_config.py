@@ -209,6 +209,7 @@ class TrainConfig:
         data.setdefault("sampling", "uniform")
         data.setdefault("state_init", "uniform")
         data.setdefault("error_feedback", False)
+        data.setdefault("lr_schedule", "constant")
         if isinstance(data.get("positions"), list):
             data["positions"] = tuple(data["positions"])
         if data.get("mlp_hidden") is not None:
