@@ -20,8 +20,7 @@ def add_train_arguments(p: argparse.ArgumentParser, *, one_run: bool = True) -> 
     `--metrics-out` and `--distributed`."""
     from ._strategies import SAMPLINGS
     from .models import GENERATOR_KINDS, MODEL_NAMES
-    from .train import STRATEGY_NAMES
-    from .train._optimizer import LR_SCHEDULES
+    from .train import LR_SCHEDULES, STRATEGY_NAMES
 
     data = p.add_argument_group("data")
     data.add_argument(

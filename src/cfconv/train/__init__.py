@@ -8,7 +8,11 @@ from ._checkpoint import (
 )
 from ._config import STRATEGY_NAMES as STRATEGY_NAMES, TrainConfig as TrainConfig
 from ._loop import NonFiniteLossError as NonFiniteLossError, fit as fit
-from ._optimizer import generator_labels as generator_labels, make_optimizer as make_optimizer
+from ._optimizer import (
+    LR_SCHEDULES as LR_SCHEDULES,
+    generator_labels as generator_labels,
+    make_optimizer as make_optimizer,
+)
 from ._sampling import (
     refresh_frequency_weights as refresh_frequency_weights,
     uniform_frequency_weights as uniform_frequency_weights,
@@ -21,6 +25,7 @@ from ._step import (
 
 
 __all__ = [
+    "LR_SCHEDULES",
     "STRATEGY_NAMES",
     "NonFiniteLossError",
     "TrainConfig",
