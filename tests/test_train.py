@@ -396,9 +396,30 @@ def test_make_optimizer_rejects_bad_schedules(kwargs, name):
         make_optimizer(1e-3, **kwargs)
 
 
-def test_train_config_rejects_an_unknown_schedule():
+def test_train_config_schedules(monkeypatch):
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(lr_schedule="linear")
+    cosine = TrainConfig(lr_schedule="cosine", epochs=3)
+    for bad in (None, 0):
+        with pytest.raises(ValueError, match="`steps_per_epoch`"):
+            cosine.optimizer(bad)
+    # Checkpoints from before the schedule existed trained at a constant rate.
+    old = cosine.to_json()
+    del old["lr_schedule"]
+    assert TrainConfig.from_json(old).lr_schedule == "constant"
+    # `fit` spans the decay over the run's steps: 3 epochs of 50 // 16 = 3 full batches.
+    seen = []
+    real = cfconv.train._config.make_optimizer
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["total_steps"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cfconv.train._config, "make_optimizer", spy)
+    data = _toy_dataset(50)
+    config = TrainConfig(model="spatial", epochs=3, lr_schedule="cosine", **SMALL)
+    fit(config, data, data, log=None)
+    assert seen == [3 * (50 // 16)]
 
 
 @pytest.mark.parametrize(

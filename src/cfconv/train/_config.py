@@ -179,6 +179,16 @@ class TrainConfig:
         ([`cfconv.train.make_optimizer`][]): what a checkpoint's optimizer state is the
         state of. A `"cosine"` `lr_schedule` needs `steps_per_epoch` (its decay spans
         `epochs * steps_per_epoch` steps)."""
+        if self.lr_schedule != "constant" and (
+            isinstance(steps_per_epoch, bool)
+            or not isinstance(steps_per_epoch, int)
+            or steps_per_epoch < 1
+        ):
+            raise ValueError(
+                f"`steps_per_epoch` must be a positive integer for lr_schedule="
+                f"{self.lr_schedule!r} (its decay spans `epochs * steps_per_epoch` steps; a "
+                f"training set smaller than `batch_size` gives none), got {steps_per_epoch!r}"
+            )
         total = None if steps_per_epoch is None else self.epochs * steps_per_epoch
         return make_optimizer(self.lr, self.generator_lr, generator_momentum=self.momentum,
                               lr_schedule=self.lr_schedule, total_steps=total)  # fmt: skip

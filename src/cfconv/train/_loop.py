@@ -245,9 +245,12 @@ def fit(
                 f"{name}={getattr(saved, name)!r} (now {getattr(config, name)!r})"
                 for name in sorted(different)
             )
+            why = ""
+            if "epochs" in different:
+                why = f" (a {config.lr_schedule} lr_schedule's decay spans the run's epochs)"
             raise ValueError(
                 f"cannot resume from {path}: the checkpoint was made with other settings: "
-                f"{settings}; pass the saved ones (e.g. `--sampling stratified "
+                f"{settings}{why}; pass the saved ones (e.g. `--sampling stratified "
                 f"--no-error-feedback --positions 4096` for a run of the previous "
                 f"release's defaults)"
             )
@@ -359,6 +362,7 @@ def fit(
             record["val_loss_generated"], record["val_acc_generated"] = _evaluate(
                 eval_step, model, generated, val_data, config.batch_size
             )
+            del generated  # a copy of every kernel: not kept through the next epoch
         history.append(record)
         lag = ""
         if measure_lag:
