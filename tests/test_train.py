@@ -152,6 +152,11 @@ def test_checkpoint_write_is_atomic(tmp_path):
 _COMPARED = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 
 
+def _history(result) -> list[list]:
+    """A run's per-epoch metrics that a resumed run must reproduce exactly."""
+    return [[epoch[k] for k in _COMPARED] for epoch in result["epochs"]]
+
+
 @pytest.mark.parametrize(
     "model, sampling",
     [("spatial", "uniform"), ("hw_cin_cout", "uniform"), ("hw_cin_cout", "stratified")],
@@ -164,9 +169,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, model, sampling):
     fit(dataclasses.replace(config, epochs=1), train, val, checkpoint_dir=tmp_path / "b",
         log=None)  # fmt: skip
     resumed = fit(config, train, val, checkpoint_dir=tmp_path / "b", resume=True, log=None)
-    assert [[e[k] for k in _COMPARED] for e in resumed["epochs"]] == [
-        [e[k] for k in _COMPARED] for e in full["epochs"]
-    ]
+    assert _history(resumed) == _history(full)
     # A resumed run refuses other settings (except the number of epochs).
     other = dataclasses.replace(config, seed=1)
     with pytest.raises(ValueError, match="seed"):
@@ -190,9 +193,7 @@ def test_resume_reproduces_an_interrupted_cosine_run(tmp_path, monkeypatch):
         with pytest.raises(KeyboardInterrupt):  # after the first epoch's checkpoint
             fit(config, train, val, checkpoint_dir=tmp_path / "b", log=None)
     resumed = fit(config, train, val, checkpoint_dir=tmp_path / "b", resume=True, log=None)
-    assert [[e[k] for k in _COMPARED] for e in resumed["epochs"]] == [
-        [e[k] for k in _COMPARED] for e in full["epochs"]
-    ]
+    assert _history(resumed) == _history(full)
     # The decay spans the run's epochs: a cosine run cannot be extended.
     longer = dataclasses.replace(config, epochs=4)
     with pytest.raises(ValueError, match="epochs=3 \\(now 4\\)"):

@@ -61,7 +61,9 @@ def make_optimizer(
     overshoots. A smaller `generator_lr` keeps it within reach, at the cost of learning
     more slowly; less momentum (`generator_momentum`, Adam's $\beta_1$) removes the
     optimizer's own delay of about $1 / (1 - \beta_1)$ steps on top of the stored
-    kernel's (see `docs/cli.md`, "Accuracy").
+    kernel's. A learning rate that decays to zero (`lr_schedule="cosine"`) slows the
+    generator down at the end of the run, so that the stored kernel catches up with it
+    (see `docs/cli.md`, "Accuracy").
 
     **Arguments:**
 
