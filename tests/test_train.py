@@ -520,3 +520,10 @@ def test_state_init_generator_starts_the_stored_kernels_at_the_generators(sampli
     assert TrainConfig.from_json(old).state_init == "uniform"
     with pytest.raises(ValueError, match="`state_init`"):
         TrainConfig(state_init="zeros")
+
+
+def test_per_epoch_kernel_generation_is_jitted():
+    # Run eagerly, generating every kernel (at the start, after each dense epoch and for
+    # each sparse epoch's kernel lag) dispatches each primitive op by op: much slower.
+    jitted = type(eqx.filter_jit(lambda x: x))
+    assert isinstance(cfconv.train._loop._generated_states, jitted)
