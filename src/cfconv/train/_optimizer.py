@@ -4,7 +4,7 @@ import jax
 import optax
 from jaxtyping import PyTree
 
-from .._errors import check_positive
+from .._errors import check_int, check_positive
 
 
 def _is_generator_path(path: tuple) -> bool:
@@ -33,12 +33,9 @@ def learning_rate(lr: float, schedule: str = "constant", total_steps: int | None
         raise ValueError(f"`lr_schedule` must be one of {LR_SCHEDULES}, got {schedule!r}")
     if schedule == "constant":
         return lr
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-        raise ValueError(
-            f"`total_steps` must be a positive integer for lr_schedule={schedule!r}, "
-            f"got {total_steps!r}"
-        )
-    return optax.cosine_decay_schedule(lr, total_steps)
+    if total_steps is None:
+        raise ValueError(f"`total_steps` is required for lr_schedule={schedule!r}")
+    return optax.cosine_decay_schedule(lr, check_int("total_steps", total_steps))
 
 
 def make_optimizer(
