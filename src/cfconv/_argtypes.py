@@ -24,6 +24,10 @@ def _number_in(text: str, low: float, high: float, *, open_low: bool, open_high:
     return value
 
 
+def positive_float(text: str) -> float:
+    return _number_in(text, 0.0, float("inf"), open_low=True, open_high=True)
+
+
 def fraction(text: str) -> float:
     return _number_in(text, 0.0, 1.0, open_low=True, open_high=False)
 

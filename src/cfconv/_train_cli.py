@@ -8,6 +8,7 @@ from ._argtypes import (
     mesh_shape as _mesh_shape,
     momentum as _momentum,
     non_negative_int as _non_negative_int,
+    positive_float as _positive_float,
     positive_int as _positive_int,
     unit_interval as _unit_interval,
     widths as _widths,
@@ -72,6 +73,15 @@ def add_train_arguments(p: argparse.ArgumentParser, *, one_run: bool = True) -> 
         "channel pair starts with its own kernel) or relu (the paper's; a deep ReLU "
         "generator starts with nearly one kernel for all channel pairs, and the "
         "hw_cin_cout net then stays near chance on the digits)",
+    )
+    model.add_argument(
+        "--frequency-scale",
+        type=_positive_float,
+        metavar="S",
+        help="multiplier of the kernel MLPs' initial first-layer weights on the two "
+        "frequency coordinates (default: 2 for --generator sine, 1 for relu); a smaller "
+        "one starts each kernel smoother across frequencies, so more concentrated in "
+        "space",
     )
     kernel = p.add_argument_group("kernel phase (CF-Conv models)")
     kernel.add_argument(
@@ -253,6 +263,7 @@ def train_config(args, *, image_size: int, seed: int):
         depth=args.depth,
         mlp_hidden=args.mlp_hidden,
         generator=args.generator,
+        frequency_scale=args.frequency_scale,
         augment=not args.no_augment,
     )
 

@@ -135,6 +135,7 @@ class CFConvNet(AbstractModel):
         state_scale: float | None = None,
         generator_init: GeneratorInit = "gain",
         generator: GeneratorKind = "sine",
+        frequency_scale: float | None = None,
         *,
         key: PRNGKeyArray,
     ):
@@ -160,6 +161,11 @@ class CFConvNet(AbstractModel):
           SIREN-like MLPs of [`cfconv.KernelGenerator`][]'s defaults, or `"relu"`, the
           paper's ReLU MLPs (`channel_scale=None`, `frequency_scale=1.0`). See
           [`GENERATORS`][cfconv.models.GENERATORS].
+        - `frequency_scale`: the generator MLPs' first-layer weights on the two frequency
+          coordinates are multiplied by this (`None`, the default: the `generator`'s, 2
+          for `"sine"` and 1 for `"relu"`). The MLPs' outputs then vary more slowly across
+          frequencies, the smaller it is, so each spatial kernel starts more concentrated
+          around its centre. See [`cfconv.KernelGenerator`][].
         - `key`: a PRNG key.
         """
         check_sizes(in_channels, num_classes, width, depth)
@@ -182,7 +188,9 @@ class CFConvNet(AbstractModel):
         if generator not in GENERATOR_KINDS:
             raise ValueError(f"`generator` must be one of {GENERATOR_KINDS}, got {generator!r}")
         hidden = MLP_HIDDEN[parameterization] if mlp_hidden is None else tuple(mlp_hidden)
-        options = GENERATORS[generator]
+        options = dict(GENERATORS[generator])
+        if frequency_scale is not None:
+            options["frequency_scale"] = frequency_scale
         *layer_keys, head_key, noise_key = jax.random.split(key, depth + 2)
         channels = [in_channels] + [width] * depth
         layers = tuple(

@@ -65,6 +65,9 @@ class TrainConfig:
     - `mlp_hidden`: the generator MLPs' hidden widths (`None`: the model's default).
     - `generator`: the generator MLPs of a CF-Conv net, `"sine"` or `"relu"` (the
       paper's); see [`cfconv.models.GENERATORS`][].
+    - `frequency_scale`: the generator MLPs' first-layer weights on the frequency
+      coordinates are multiplied by this at initialisation (`None`: the `generator`'s,
+      2 for `"sine"`, 1 for `"relu"`); see [`cfconv.models.CFConvNet`][].
     - `augment`: random flips, shifts, brightness and contrast on training batches.
 
     The defaults of `write_back`, `generator_momentum`, `error_feedback` and
@@ -100,6 +103,7 @@ class TrainConfig:
     depth: int = 6
     mlp_hidden: tuple[int, ...] | None = None
     generator: str = "sine"
+    frequency_scale: float | None = None
     augment: bool = True
 
     def __post_init__(self):
@@ -124,6 +128,14 @@ class TrainConfig:
             raise ValueError(f"`lr` must be positive, got {self.lr}")
         if self.generator_lr is not None and not self.generator_lr > 0:
             raise ValueError(f"`generator_lr` must be positive or None, got {self.generator_lr}")
+        if self.frequency_scale is not None and not (
+            isinstance(self.frequency_scale, (int, float))
+            and not isinstance(self.frequency_scale, bool)
+            and 0 < self.frequency_scale < float("inf")
+        ):
+            raise ValueError(
+                f"`frequency_scale` must be a positive number or None, got {self.frequency_scale!r}"
+            )
         for name in ("write_back", "error_feedback", "augment"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"`{name}` must be a bool, got {getattr(self, name)!r}")
@@ -199,12 +211,13 @@ class TrainConfig:
     def build_model(self, in_channels: int, num_classes: int, *, key) -> AbstractModel:
         """The network of a run with this configuration (`model`, `width`, `depth`,
         `generator`, `mlp_hidden`, and `image_size` for `"fourier"`), for data of
-        `in_channels` channels and `num_classes` classes: what a checkpoint's model is."""
+        `in_channels` channels and `num_classes` classes: what a checkpoint's model is
+        (`frequency_scale` too)."""
         kwargs: dict[str, Any] = {}
         if self.model == "fourier":
             kwargs = {"image_size": (self.image_size, self.image_size)}
         elif self.model != "spatial":
-            kwargs = {"generator": self.generator}
+            kwargs = {"generator": self.generator, "frequency_scale": self.frequency_scale}
             if self.mlp_hidden is not None:
                 kwargs["mlp_hidden"] = self.mlp_hidden
         return make_model(self.model, in_channels=in_channels, num_classes=num_classes,
