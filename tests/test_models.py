@@ -480,3 +480,43 @@ def test_fourier_reference_model():
         small.kernels((), (8, 6), "stored")
     with pytest.raises(ValueError, match="`image_size`"):
         cfconv.models.make_model("fourier", key=key)
+
+
+def test_frequency_scale_multiplies_the_frequency_weights():
+    """`frequency_scale` replaces the generator's scale on the two frequency inputs of
+    every MLP's first layer and leaves the channel inputs' weights alone."""
+    default = _small("hw_cin_cout")
+    half = _small("hw_cin_cout", frequency_scale=0.5)  # the sine generator's default is 2
+    relu = _small("hw_cin_cout", generator="relu", frequency_scale=3.0)
+    relu_default = _small("hw_cin_cout", generator="relu")  # its default is 1
+    for ours, theirs, ratio in ((half, default, 0.25), (relu, relu_default, 3.0)):
+        for a, b in zip(ours.layers, theirs.layers):
+            for part in ("real", "imag"):
+                wa = np.asarray(getattr(a.generator, part).layers[0].weight)
+                wb = np.asarray(getattr(b.generator, part).layers[0].weight)
+                # Inputs: (c_in, c_out, f_y, f_x).
+                np.testing.assert_allclose(wa[..., :2], wb[..., :2], rtol=1e-6)
+                np.testing.assert_allclose(wa[..., 2:], ratio * wb[..., 2:], rtol=1e-6)
+    with raises_naming("frequency_scale", ValueError, checker=False):
+        _small("hw_cin_cout", frequency_scale=-1.0)
+
+
+def _centre_energy(model, n=8):
+    """Share of the spatial kernels' energy in the 3x3 taps around the origin (numpy's
+    inverse FFT of every layer's generated kernel)."""
+    shares = []
+    for layer in model.layers:
+        kernel = eqx.filter_jit(lambda g: g.materialize((n, n)))(layer.generator)
+        energy = np.fft.irfft2(np.asarray(kernel), s=(n, n)) ** 2
+        taps = np.roll(energy, (1, 1), axis=(-2, -1))[..., :3, :3]
+        shares.append(taps.sum() / energy.sum())
+    return np.mean(shares)
+
+
+def test_a_smaller_frequency_scale_starts_more_local_kernels():
+    """What `frequency_scale` is for: the smaller it is, the more of each initial spatial
+    kernel lies within the 3x3 taps around its origin."""
+    scales = (0.5, 1.0, 2.0, 4.0)
+    shares = [_centre_energy(_small("hw_cin_cout", frequency_scale=s)) for s in scales]
+    assert np.all(np.diff(shares) < 0), shares
+    assert shares[0] > 0.85 and shares[-1] < 0.6, shares

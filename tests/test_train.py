@@ -29,6 +29,7 @@ from cfconv.train import (
     make_train_step,
     save_checkpoint,
 )
+from helpers import raises_naming
 
 
 def _toy_dataset(n: int, size: int = 8, seed: int = 0) -> Dataset:
@@ -319,6 +320,8 @@ def test_cli_help(command, capsys):
         (["train", "--resume"], "--resume"),
         (["train", "--generator", "tanh"], "--generator"),
         (["train", "--generator-lr", "0"], "--generator-lr"),
+        (["train", "--frequency-scale", "0"], "--frequency-scale"),
+        (["train", "--frequency-scale", "nan"], "--frequency-scale"),
     ],
 )
 def test_cli_bad_arguments(argv, message, capsys):
@@ -425,10 +428,17 @@ def test_train_config_schedules(monkeypatch):
 
 @pytest.mark.parametrize(
     "kwargs, name",
-    [(dict(generator="tanh"), "generator"), (dict(generator_lr=-1e-3), "generator_lr")],
+    [
+        (dict(generator="tanh"), "generator"),
+        (dict(generator_lr=-1e-3), "generator_lr"),
+        (dict(frequency_scale=0.0), "frequency_scale"),
+        (dict(frequency_scale=float("inf")), "frequency_scale"),
+        (dict(frequency_scale=True), "frequency_scale"),
+        (dict(frequency_scale="2"), "frequency_scale"),
+    ],
 )
 def test_train_config_rejects_bad_generator_settings(kwargs, name):
-    with pytest.raises(ValueError, match=name):
+    with raises_naming(name, ValueError, checker=True):  # the checker catches bool and str
         TrainConfig(**kwargs)
 
 
@@ -445,12 +455,18 @@ def test_train_config_builds_the_chosen_generator(tmp_path, monkeypatch):
     data = _toy_dataset(64)
     train, val = cfconv.data.train_val_split(data, val_fraction=0.25, seed=0)
     config = TrainConfig(model="hw_cin_cout", generator="relu", generator_lr=1e-4, epochs=1,
-                         positions=64, augment=False, **SMALL)  # fmt: skip
+                         positions=64, augment=False, frequency_scale=0.5,
+                         **SMALL)  # fmt: skip
     fit(config, train, val, checkpoint_dir=tmp_path, log=None)
     assert built["generator"] == "relu"
+    assert built["frequency_scale"] == 0.5
     metadata = load_metadata(tmp_path / "checkpoint.eqx")
     assert metadata["config"]["generator"] == "relu"
     assert metadata["config"]["generator_lr"] == 1e-4
+    assert metadata["config"]["frequency_scale"] == 0.5
+    # Configurations saved before the field existed built the generator's own scale.
+    old = {k: v for k, v in metadata["config"].items() if k != "frequency_scale"}
+    assert TrainConfig.from_json(old).frequency_scale is None
     relu = make_model("hw_cin_cout", width=4, depth=2, generator="relu", key=jax.random.key(0))
     sine = make_model("hw_cin_cout", width=4, depth=2, key=jax.random.key(0))
     assert relu.layers[0].generator.real.activation is jax.nn.relu
