@@ -322,6 +322,7 @@ def test_cli_help(command, capsys):
         (["train", "--generator-lr", "0"], "--generator-lr"),
         (["train", "--frequency-scale", "0"], "--frequency-scale"),
         (["train", "--frequency-scale", "nan"], "--frequency-scale"),
+        (["train", "--generator-weight-decay", "-1"], "--generator-weight-decay"),
     ],
 )
 def test_cli_bad_arguments(argv, message, capsys):
@@ -380,10 +381,41 @@ def test_make_optimizer_gives_generators_their_own_learning_rate():
     np.testing.assert_allclose(jax.tree.leaves(plain)[0], -1e-2, rtol=1e-3)
 
 
+def test_generator_weight_decay_shrinks_only_the_generators_weight_matrices():
+    """One step against the closed form: Adam's first step is `-rate * sign(gradient)`,
+    and decoupled weight decay adds `-rate * decay * weight` on the generator MLPs'
+    weight matrices only (not their biases, nor anything outside a generator)."""
+    model = make_model("hw_cin_cout", in_channels=1, num_classes=3, width=4, depth=2,
+                       key=jax.random.key(0))  # fmt: skip
+    params = eqx.filter(model, eqx.is_inexact_array)
+    grads = jax.tree.map(jnp.ones_like, params)
+    rate, decay = 1e-2, 0.5
+    optimizer = make_optimizer(1e-3, generator_lr=rate, generator_momentum=0.0,
+                               generator_weight_decay=decay)  # fmt: skip
+    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    decayed = 0
+    for (path, update), param in zip(jax.tree_util.tree_leaves_with_path(updates),
+                                     jax.tree.leaves(params)):  # fmt: skip
+        names = [getattr(k, "name", None) for k in path]
+        if "generator" not in names:
+            expected = -1e-3 * np.ones_like(param)
+        elif names[-1] == "weight":
+            expected = -rate * (1 + decay * np.asarray(param))
+            decayed += 1
+        else:
+            assert names[-1] == "bias", names
+            expected = -rate * np.ones_like(param)
+        np.testing.assert_allclose(np.asarray(update), expected, rtol=1e-3, atol=1e-7)
+    # Every generator layer of both CF-Convs, real and imaginary MLPs.
+    assert decayed == 2 * 2 * len(model.layers[0].generator.real.layers)
+
+
 @pytest.mark.parametrize(
     "kwargs, name",
-    [(dict(generator_lr=0.0), "generator_lr"), (dict(lr=-1.0), "lr")],
-)
+    [(dict(generator_lr=0.0), "generator_lr"), (dict(lr=-1.0), "lr"),
+     (dict(generator_weight_decay=-0.1), "generator_weight_decay"),
+     (dict(generator_weight_decay=float("nan")), "generator_weight_decay")],
+)  # fmt: skip
 def test_make_optimizer_rejects_bad_rates(kwargs, name):
     arguments = dict(lr=1e-3) | kwargs
     with pytest.raises(ValueError, match=name):
@@ -435,6 +467,7 @@ def test_train_config_schedules(monkeypatch):
         (dict(frequency_scale=float("inf")), "frequency_scale"),
         (dict(frequency_scale=True), "frequency_scale"),
         (dict(frequency_scale="2"), "frequency_scale"),
+        (dict(generator_weight_decay=-1.0), "generator_weight_decay"),
     ],
 )
 def test_train_config_rejects_bad_generator_settings(kwargs, name):
@@ -456,7 +489,7 @@ def test_train_config_builds_the_chosen_generator(tmp_path, monkeypatch):
     train, val = cfconv.data.train_val_split(data, val_fraction=0.25, seed=0)
     config = TrainConfig(model="hw_cin_cout", generator="relu", generator_lr=1e-4, epochs=1,
                          positions=64, augment=False, frequency_scale=0.5,
-                         **SMALL)  # fmt: skip
+                         generator_weight_decay=0.25, **SMALL)  # fmt: skip
     fit(config, train, val, checkpoint_dir=tmp_path, log=None)
     assert built["generator"] == "relu"
     assert built["frequency_scale"] == 0.5
@@ -464,6 +497,7 @@ def test_train_config_builds_the_chosen_generator(tmp_path, monkeypatch):
     assert metadata["config"]["generator"] == "relu"
     assert metadata["config"]["generator_lr"] == 1e-4
     assert metadata["config"]["frequency_scale"] == 0.5
+    assert metadata["config"]["generator_weight_decay"] == 0.25
     # Configurations saved before the field existed built the generator's own scale.
     old = {k: v for k, v in metadata["config"].items() if k != "frequency_scale"}
     assert TrainConfig.from_json(old).frequency_scale is None

@@ -28,6 +28,10 @@ def positive_float(text: str) -> float:
     return _number_in(text, 0.0, float("inf"), open_low=True, open_high=True)
 
 
+def non_negative_float(text: str) -> float:
+    return _number_in(text, 0.0, float("inf"), open_low=False, open_high=True)
+
+
 def fraction(text: str) -> float:
     return _number_in(text, 0.0, 1.0, open_low=True, open_high=False)
 

@@ -7,6 +7,7 @@ from ._argtypes import (
     layer_positions as _layer_positions,
     mesh_shape as _mesh_shape,
     momentum as _momentum,
+    non_negative_float as _non_negative_float,
     non_negative_int as _non_negative_int,
     positive_float as _positive_float,
     positive_int as _positive_int,
@@ -189,6 +190,15 @@ def add_train_arguments(p: argparse.ArgumentParser, *, one_run: bool = True) -> 
         "strategies, where momentum adds its own delay to the stored kernel's; 0.9, "
         "Adam's and the paper's, for the others)",
     )
+    run.add_argument(
+        "--generator-weight-decay",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="WD",
+        help="decoupled weight decay (AdamW's) on the kernel MLPs' weight matrices: each "
+        "step also subtracts the generator learning rate times WD times the weights "
+        "(default 0, none)",
+    )
     if one_run:
         run.add_argument(
             "--seed", type=_non_negative_int, default=0, help="seed of every random choice (0)"
@@ -251,6 +261,7 @@ def train_config(args, *, image_size: int, seed: int):
         batch_size=args.batch_size,
         lr=args.lr,
         generator_lr=args.generator_lr,
+        generator_weight_decay=args.generator_weight_decay,
         lr_schedule=args.lr_schedule,
         write_back=args.write_back,
         generator_momentum=args.generator_momentum,

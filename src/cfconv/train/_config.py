@@ -45,6 +45,8 @@ class TrainConfig:
       [`cfconv.train.make_optimizer`][] and `momentum`.
     - `generator_lr`: the learning rate of the generator MLPs (`None`: `lr`); see
       [`cfconv.train.make_optimizer`][].
+    - `generator_weight_decay`: decoupled weight decay on the generator MLPs' weights
+      (default 0; see [`cfconv.train.make_optimizer`][]).
     - `lr_schedule`: `"constant"` (default, the paper's) or `"cosine"`: both learning
       rates decay to zero over the run's `epochs` ([`cfconv.train.make_optimizer`][]).
     - `sampling`: how the sparse strategies draw positions: `"uniform"` (the paper's,
@@ -91,6 +93,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     generator_lr: float | None = None
+    generator_weight_decay: float = 0.0
     lr_schedule: str = "constant"
     write_back: bool = True
     generator_momentum: float | None = None
@@ -128,6 +131,15 @@ class TrainConfig:
             raise ValueError(f"`lr` must be positive, got {self.lr}")
         if self.generator_lr is not None and not self.generator_lr > 0:
             raise ValueError(f"`generator_lr` must be positive or None, got {self.generator_lr}")
+        decay = self.generator_weight_decay
+        if (
+            isinstance(decay, bool)
+            or not isinstance(decay, (int, float))
+            or not (0 <= decay < float("inf"))
+        ):
+            raise ValueError(
+                f"`generator_weight_decay` must be a non-negative number, got {decay!r}"
+            )
         if self.frequency_scale is not None and not (
             isinstance(self.frequency_scale, (int, float))
             and not isinstance(self.frequency_scale, bool)
@@ -206,7 +218,8 @@ class TrainConfig:
             )
         total = None if steps_per_epoch is None else self.epochs * steps_per_epoch
         return make_optimizer(self.lr, self.generator_lr, generator_momentum=self.momentum,
-                              lr_schedule=self.lr_schedule, total_steps=total)  # fmt: skip
+                              lr_schedule=self.lr_schedule, total_steps=total,
+                              generator_weight_decay=self.generator_weight_decay)  # fmt: skip
 
     def build_model(self, in_channels: int, num_classes: int, *, key) -> AbstractModel:
         """The network of a run with this configuration (`model`, `width`, `depth`,

@@ -11,6 +11,19 @@ def _is_generator_path(path: tuple) -> bool:
     return any(isinstance(k, jax.tree_util.GetAttrKey) and k.name == "generator" for k in path)
 
 
+def _is_weight_path(path: tuple) -> bool:
+    return (
+        bool(path)
+        and isinstance(path[-1], jax.tree_util.GetAttrKey)
+        and (path[-1].name == "weight")
+    )
+
+
+def _weights(params: PyTree) -> PyTree:
+    """`True` at the weight matrices (fields named `weight`), `False` at the biases."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: _is_weight_path(path), params)
+
+
 def generator_labels(params: PyTree) -> PyTree:
     """Label every leaf of `params` `"generator"` (inside a `generator` field, as in
     [`cfconv.CFConv2d`][]) or `"other"`: the labels of `optax.multi_transform`."""
@@ -45,9 +58,10 @@ def make_optimizer(
     generator_momentum: float = 0.9,
     lr_schedule: str = "constant",
     total_steps: int | None = None,
+    generator_weight_decay: float = 0.0,
 ) -> optax.GradientTransformation:
-    r"""Adam with learning rate `lr`, and `generator_lr` and `generator_momentum` for the
-    kernel generators' MLPs.
+    r"""Adam with learning rate `lr`, and `generator_lr`, `generator_momentum` and
+    `generator_weight_decay` for the kernel generators' MLPs.
 
     With sparse updates the stored kernel follows the generator only slowly: a sampled
     entry moves a fraction `rate` of the way to the generator's value, and a step
@@ -73,6 +87,12 @@ def make_optimizer(
       rates decay along a half cosine from their value at step 0 to zero at
       `total_steps` (`optax.cosine_decay_schedule`).
     - `total_steps`: the number of optimizer steps of the run; needed by `"cosine"`.
+    - `generator_weight_decay`: decoupled weight decay (AdamW's, `optax.adamw`) on the
+      generator MLPs' weight matrices, not their biases: each step also subtracts the
+      generator learning rate times this times the weight. Default 0 (none). Smaller
+      first-layer weights on the frequency inputs make smoother Fourier kernels, that
+      is, spatially more concentrated ones (see [`cfconv.models.CFConvNet`][]'s
+      `frequency_scale`).
 
     **Returns:**
 
@@ -88,10 +108,21 @@ def make_optimizer(
         or not 0 <= generator_momentum < 1
     ):
         raise ValueError(f"`generator_momentum` must be in [0, 1), got {generator_momentum!r}")
+    decay = generator_weight_decay
+    if (
+        isinstance(decay, bool)
+        or not isinstance(decay, (int, float))
+        or not 0 <= decay < float("inf")
+    ):
+        raise ValueError(f"`generator_weight_decay` must be a non-negative number, got {decay!r}")
     generator_lr = lr if generator_lr is None else generator_lr
     other = optax.adam(learning_rate(lr, lr_schedule, total_steps))
-    if generator_lr == lr and generator_momentum == 0.9:
+    if generator_lr == lr and generator_momentum == 0.9 and decay == 0:
         return other
-    generator = optax.adam(learning_rate(generator_lr, lr_schedule, total_steps),
-                           b1=generator_momentum)  # fmt: skip
+    generator_rate = learning_rate(generator_lr, lr_schedule, total_steps)
+    if decay == 0:
+        generator = optax.adam(generator_rate, b1=generator_momentum)
+    else:
+        generator = optax.adamw(generator_rate, b1=generator_momentum, weight_decay=decay,
+                                mask=_weights)  # fmt: skip
     return optax.multi_transform({"generator": generator, "other": other}, generator_labels)
