@@ -305,3 +305,61 @@ def test_spectral_conv_bad_input(x, kernel, names, exception, checker):
 def test_fourier_mix_bad_input(x_hat, kernel, names, exception, checker):
     with raises_naming(names, exception, checker=checker):
         cfconv.fourier_mix(x_hat, kernel)
+
+
+# ---------------------------------------------------------------------------------------
+# kernel_concentration
+
+
+def test_kernel_concentration_of_a_known_spatial_kernel():
+    """A spatial kernel with nine ones around the origin (wrapping) and a 2 far away:
+    9 of its 13 units of energy lie within 3x3, 1 at the origin itself."""
+    spatial = np.zeros((2, 3, 8, 6))
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            spatial[0, 1, dy % 8, dx % 6] = 1.0
+    spatial[0, 1, 4, 3] = 2.0
+    kernel = jnp.asarray(np.fft.rfft2(spatial), jnp.complex64)
+    got = cfconv.kernel_concentration(kernel, (8, 6))
+    np.testing.assert_allclose(got, 9 / 13, rtol=1e-5)
+    np.testing.assert_allclose(cfconv.kernel_concentration(kernel, (8, 6), taps=1), 1 / 13,
+                               rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(cfconv.kernel_concentration(kernel, (8, 6), taps=5), 9 / 13,
+                               rtol=1e-5)  # fmt: skip
+
+
+@hypothesis.given(shape=image_shapes, cout=out_channels, seed=seeds)
+def test_kernel_concentration_matches_numpy(shape, cout, seed):
+    cin, h, w = shape
+    rng = np.random.default_rng(seed)
+    spatial = rng.normal(size=(cin, cout, h, w))
+    kernel = jnp.asarray(np.fft.rfft2(spatial), jnp.complex64)
+    taps = min(h, w) if min(h, w) % 2 else min(h, w) - 1
+    for t in sorted({1, 3, taps}):
+        if t > min(h, w):
+            continue
+        rows = [d % h for d in range(-(t // 2), t // 2 + 1)]
+        columns = [d % w for d in range(-(t // 2), t // 2 + 1)]
+        energy = spatial**2
+        want = energy[..., rows, :][..., columns].sum() / energy.sum()
+        got = cfconv.kernel_concentration(kernel, (h, w), taps=t)
+        np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+@checker_modes
+@pytest.mark.parametrize(
+    "shape, taps, names, exception",
+    [
+        ((8, 8), 2, "taps", ValueError),  # even
+        ((8, 8), 9, "taps", ValueError),  # wider than the image
+        ((8, 8), 0, "taps", ValueError),
+        ((8, 6), 3, ("kernel", "spatial_shape"), ValueError),  # the kernel is for 8x8
+        ((8,), 3, "spatial_shape", ValueError),
+    ],
+)
+def test_kernel_concentration_bad_input(shape, taps, names, exception, checker):
+    kernel = jnp.ones((1, 2, 8, 5), jnp.complex64)
+    with raises_naming(names, exception, checker=checker):
+        cfconv.kernel_concentration(kernel, shape, taps=taps)
+    with raises_naming("kernel", TypeError, checker=checker):  # real, not complex
+        cfconv.kernel_concentration(jnp.ones((1, 2, 8, 5)), (8, 8))

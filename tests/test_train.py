@@ -532,6 +532,13 @@ def test_kernel_lag_is_recorded_for_sparse_runs(tmp_path):
         stored = np.asarray(state.kernel, np.complex128)
         expected.append(np.linalg.norm(stored - generated) / np.linalg.norm(generated))
     np.testing.assert_allclose(lag, expected, rtol=1e-3)
+    # The stored spatial kernels' energy within 3x3 of the origin, by numpy's inverse FFT.
+    shares = []
+    for state in states:
+        energy = np.fft.irfft2(np.asarray(state.kernel, np.complex128), s=(8, 8)) ** 2
+        near = energy[..., [7, 0, 1], :][..., [7, 0, 1]]
+        shares.append(near.sum() / energy.sum())
+    np.testing.assert_allclose(result["epochs"][-1]["kernel_concentration"], shares, rtol=1e-4)
     # 64 positions a step at rate 0.1 leave the stored kernel far from the generator's.
     assert min(lag) > 0.1
     # The network with the generators' kernels, on the validation set standardised by

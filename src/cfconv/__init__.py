@@ -34,7 +34,11 @@ from ._spatial_generator import (
     SpatialKernelGenerator as SpatialKernelGenerator,
     offset_coordinates as offset_coordinates,
 )
-from ._spectral import fourier_mix as fourier_mix, spectral_conv as spectral_conv
+from ._spectral import (
+    fourier_mix as fourier_mix,
+    kernel_concentration as kernel_concentration,
+    spectral_conv as spectral_conv,
+)
 from ._state import (
     KernelState as KernelState,
     SparseKernel as SparseKernel,
@@ -85,6 +89,7 @@ __all__ = [
     "frequency_coordinates",
     "frequency_weights",
     "init_kernel_state",
+    "kernel_concentration",
     "kernel_shape",
     "offset_coordinates",
     "parameter_count",

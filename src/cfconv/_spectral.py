@@ -6,7 +6,7 @@ from jax.custom_derivatives import SymbolicZero
 from jaxtyping import Array, Complex, Float
 
 from ._custom_types import FourierKernel, Image
-from ._errors import check_array
+from ._errors import check_array, check_int, check_shape
 from ._state import SparseKernel
 
 
@@ -87,6 +87,47 @@ def spectral_conv(x: Image, kernel: FourierKernel | SparseKernel) -> Float[Array
     _check_kernel(kernel, cin, h, w // 2 + 1, what="`x`")
     x_hat = jnp.fft.rfft2(x.astype(jnp.finfo(kernel.dtype).dtype))
     return jnp.fft.irfft2(_mix(x_hat, kernel), s=(h, w))
+
+
+def kernel_concentration(
+    kernel: FourierKernel, spatial_shape: tuple[int, int], taps: int = 3
+) -> Float[Array, ""]:
+    r"""How much of a layer's spatial kernels lies within `taps x taps` of the origin.
+
+        The spatial kernels are `irfft2(kernel[i, o], s=spatial_shape)`, the real kernels
+        [`cfconv.spectral_conv`][] convolves with (circularly). This is the share of their
+        energy, summed over all channel pairs, in the `taps x taps` offsets centred on
+        offset `(0, 0)` (wrapping around, as the convolution does):
+        $\sum_{i,o} \sum_{|d_y|, |d_x| \le \lfloor taps / 2
+    floor} k_{i,o}[d]^2 \,/\,
+        \sum_{i,o} \sum_d k_{i,o}[d]^2$. A 3x3 convolution's kernel gives 1 for `taps=3`; a
+        kernel spread evenly over an `h x w` image gives `taps**2 / (h * w)`. It is 0/0 (NaN)
+        for an all-zero kernel.
+
+        **Arguments:**
+
+        - `kernel`: complex array of shape `(cin, cout, h, w // 2 + 1)`.
+        - `spatial_shape`: the image size `(h, w)` the kernel is for.
+        - `taps`: the odd width of the window (default 3), at most `min(h, w)`.
+
+        **Returns:**
+
+        A scalar in `[0, 1]`.
+    """
+    check_array("kernel", kernel, ndim=4, kind="complex")
+    h, w = check_shape("spatial_shape", spatial_shape, rank=2)
+    if kernel.shape[2:] != (h, w // 2 + 1):
+        raise ValueError(
+            f"`kernel` has spatial grid {kernel.shape[2:]} but `spatial_shape` {(h, w)} "
+            f"needs {(h, w // 2 + 1)}"
+        )
+    taps = check_int("taps", taps)
+    if taps % 2 == 0 or taps > min(h, w):
+        raise ValueError(f"`taps` must be odd and at most {min(h, w)}, got {taps}")
+    energy = jnp.fft.irfft2(kernel, s=(h, w)) ** 2
+    offsets = jnp.arange(taps) - taps // 2
+    window = energy[..., offsets % h, :][..., offsets % w]
+    return window.sum() / energy.sum()
 
 
 # The mixing is, per frequency, a (cin,) x (cin, cout) product; under `jax.vmap` over a

@@ -165,7 +165,7 @@ def gradient_noise_command(args) -> int:
     gradient, for several fractions of the kernel grid sampled per step."""
     from ..data import batches, load_digits, train_val_split
     from ..models import make_model
-    from ..train._loop import _standardizer
+    from ..train._step import standardizer
 
     dataset = load_digits()
     train_data, _ = train_val_split(dataset, val_fraction=0.2, seed=args.seed)
@@ -184,7 +184,7 @@ def gradient_noise_command(args) -> int:
         return 2
     data = iter(batches(train_data, min(args.batch_size, len(train_data)), shuffle=True,
                         seed=args.seed))  # fmt: skip
-    standardize = _standardizer(train_data)
+    standardize = standardizer(train_data)
     images, labels = next(data)
     images = standardize(images)
     weight_images, weight_labels = next(data, (images, labels))  # the next batch, if any

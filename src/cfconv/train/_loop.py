@@ -17,6 +17,7 @@ from jax.sharding import Mesh
 
 from .._custom_types import LogStream
 from .._mlp import parameter_count
+from .._spectral import kernel_concentration
 from .._strategies import AbstractStrategy, Chunked
 from ..data import Dataset, augment, batches, num_batches
 from ..distributed._mesh import DATA_AXIS, as_mesh, mesh_info
@@ -25,7 +26,7 @@ from ..models import CFConvNet
 from ._checkpoint import atomic_write, load_checkpoint, load_metadata, save_checkpoint
 from ._config import TrainConfig, layer_positions
 from ._sampling import refresh_frequency_weights, stratifies, uniform_frequency_weights
-from ._step import make_eval_step, make_train_step
+from ._step import make_eval_step, make_train_step, standardizer
 
 
 CHECKPOINT_FILE = "checkpoint.eqx"
@@ -84,18 +85,6 @@ def _generated_states(model, states, image_size, chunk_size: int):
     return model.kernels(states, image_size, Chunked(chunk_size=chunk_size))[1]
 
 
-def _standardizer(data: Dataset):
-    """Per-channel standardisation with the training set's mean and standard deviation."""
-    pixels = data.images.reshape(-1, data.channels).astype(np.float64) / 255.0
-    mean = pixels.mean(axis=0).reshape(1, -1, 1, 1).astype(np.float32)
-    std = np.maximum(pixels.std(axis=0), 1e-3).reshape(1, -1, 1, 1).astype(np.float32)
-
-    def standardize(images):
-        return (images - mean) / std
-
-    return standardize
-
-
 def _evaluate(eval_step, model, states, dataset: Dataset, batch_size: int) -> tuple[float, float]:
     totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0}
     for images, labels in batches(dataset, batch_size, shuffle=False, drop_remainder=False):
@@ -127,7 +116,10 @@ def fit(
     [`cfconv.train.make_optimizer`][]). They also hold `val_loss_generated` and
     `val_acc_generated`: the validation loss and accuracy of the network with those
     generators' kernels in place of the stored ones, which says whether the generators
-    alone (the continuous kernels) carry what the network learned.
+    alone (the continuous kernels) carry what the network learned. A CF-Conv net's
+    metrics hold `kernel_concentration` every epoch: for every layer, the share of its
+    stored spatial kernels' energy within 3x3 of the origin
+    ([`cfconv.kernel_concentration`][]; 1 for a 3x3 CNN).
 
     Each epoch: shuffled batches (a function of `seed` and the epoch); with a strategy
     that [`needs_frequency_weights`][cfconv.AbstractStrategy.needs_frequency_weights]
@@ -271,7 +263,7 @@ def fit(
         model, states, opt_state = shard((model, states, opt_state), mesh)
 
     augment_fn = augment if config.augment else None
-    standardize = _standardizer(train_data)
+    standardize = standardizer(train_data)
     train_step = make_train_step(optimizer, strategy, image_size, augment=augment_fn,
                                  preprocess=standardize, mesh=mesh)  # fmt: skip
     eval_step = make_eval_step(image_size, preprocess=standardize, mesh=mesh)
@@ -287,6 +279,10 @@ def fit(
     def kernel_lag(states, generated):
         return jnp.stack([jnp.linalg.norm(s.kernel - g.kernel) / jnp.linalg.norm(g.kernel)
                           for s, g in zip(states, generated)])  # fmt: skip
+
+    @eqx.filter_jit
+    def concentration(states):
+        return jnp.stack([kernel_concentration(s.kernel, image_size) for s in states])
 
     params = parameter_count(model)
 
@@ -354,6 +350,8 @@ def fit(
             "step_time": seconds / timed_steps,
             "examples_per_s": timed_steps * config.batch_size / seconds,
         }
+        if isinstance(model, CFConvNet):
+            record["kernel_concentration"] = [float(v) for v in concentration(states)]
         if measure_lag:
             generated = refresh(model, states)
             if mesh is not None:

@@ -6,11 +6,13 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from .._strategies import AbstractStrategy, Stored, resolve_strategy
+from ..data import Dataset
 from ..distributed._mesh import check_mesh
 from ..distributed._sharding import apply_model, replicate, shard, shard_batch
 from ..distributed._strategy import shard_strategy
@@ -198,3 +200,15 @@ def make_eval_step(
         return eval_step(model, states, images, labels)
 
     return sharded_eval_step
+
+
+def standardizer(data: Dataset):
+    """Per-channel standardisation with the training set's mean and standard deviation."""
+    pixels = data.images.reshape(-1, data.channels).astype(np.float64) / 255.0
+    mean = pixels.mean(axis=0).reshape(1, -1, 1, 1).astype(np.float32)
+    std = np.maximum(pixels.std(axis=0), 1e-3).reshape(1, -1, 1, 1).astype(np.float32)
+
+    def standardize(images):
+        return (images - mean) / std
+
+    return standardize
