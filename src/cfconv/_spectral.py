@@ -94,25 +94,24 @@ def kernel_concentration(
 ) -> Float[Array, ""]:
     r"""How much of a layer's spatial kernels lies within `taps x taps` of the origin.
 
-        The spatial kernels are `irfft2(kernel[i, o], s=spatial_shape)`, the real kernels
-        [`cfconv.spectral_conv`][] convolves with (circularly). This is the share of their
-        energy, summed over all channel pairs, in the `taps x taps` offsets centred on
-        offset `(0, 0)` (wrapping around, as the convolution does):
-        $\sum_{i,o} \sum_{|d_y|, |d_x| \le \lfloor taps / 2
-    floor} k_{i,o}[d]^2 \,/\,
-        \sum_{i,o} \sum_d k_{i,o}[d]^2$. A 3x3 convolution's kernel gives 1 for `taps=3`; a
-        kernel spread evenly over an `h x w` image gives `taps**2 / (h * w)`. It is 0/0 (NaN)
-        for an all-zero kernel.
+    The spatial kernels are `irfft2(kernel[i, o], s=spatial_shape)`, the real kernels
+    [`cfconv.spectral_conv`][] convolves with (circularly). This is the share of their
+    energy, summed over all channel pairs, in the `taps x taps` offsets centred on
+    offset `(0, 0)` (wrapping around, as the convolution does):
+    $\sum_{i,o} \sum_{|d_y|, |d_x| \le r} k_{i,o}[d]^2 \,/\, \sum_{i,o} \sum_d
+    k_{i,o}[d]^2$ with $r = \lfloor \text{taps} / 2 \rfloor$. A 3x3 convolution's
+    kernel gives 1 for `taps=3`; a kernel spread evenly over an `h x w` image gives
+    `taps**2 / (h * w)`. It is 0/0 (NaN) for an all-zero kernel.
 
-        **Arguments:**
+    **Arguments:**
 
-        - `kernel`: complex array of shape `(cin, cout, h, w // 2 + 1)`.
-        - `spatial_shape`: the image size `(h, w)` the kernel is for.
-        - `taps`: the odd width of the window (default 3), at most `min(h, w)`.
+    - `kernel`: complex array of shape `(cin, cout, h, w // 2 + 1)`.
+    - `spatial_shape`: the image size `(h, w)` the kernel is for.
+    - `taps`: the odd width of the window (default 3), at most `min(h, w)`.
 
-        **Returns:**
+    **Returns:**
 
-        A scalar in `[0, 1]`.
+    A scalar in `[0, 1]`.
     """
     check_array("kernel", kernel, ndim=4, kind="complex")
     h, w = check_shape("spatial_shape", spatial_shape, rank=2)
