@@ -241,6 +241,11 @@ class KernelGenerator(eqx.Module):
         time in a `jax.lax.scan` whose body is checkpointed, so that evaluation and its
         gradient need memory proportional to `chunk_size`, not to the grid.
 
+        Call it under `jax.jit` (or `equinox.filter_jit`) for large grids: evaluated
+        eagerly, every operation of every MLP layer writes out its whole intermediate
+        array, and at the paper's size that is many times slower than the fused,
+        compiled evaluation.
+
         **Arguments:**
 
         - `spatial_shape`: the image size `(h, w)`; any size, e.g. other than the one
