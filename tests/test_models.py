@@ -501,12 +501,17 @@ def test_frequency_scale_multiplies_the_frequency_weights():
         _small("hw_cin_cout", frequency_scale=-1.0)
 
 
+@eqx.filter_jit
+def _materialize(generator, n):
+    return generator.materialize((n, n))
+
+
 def _centre_energy(model, n=8):
     """Share of the spatial kernels' energy in the 3x3 taps around the origin (numpy's
     inverse FFT of every layer's generated kernel)."""
     shares = []
     for layer in model.layers:
-        kernel = eqx.filter_jit(lambda g: g.materialize((n, n)))(layer.generator)
+        kernel = _materialize(layer.generator, n)
         energy = np.fft.irfft2(np.asarray(kernel), s=(n, n)) ** 2
         taps = np.roll(energy, (1, 1), axis=(-2, -1))[..., :3, :3]
         shares.append(taps.sum() / energy.sum())

@@ -29,7 +29,7 @@ from cfconv.train import (
     make_train_step,
     save_checkpoint,
 )
-from helpers import raises_naming
+from helpers import checker_modes, raises_naming
 
 
 def _toy_dataset(n: int, size: int = 8, seed: int = 0) -> Dataset:
@@ -387,7 +387,8 @@ def test_generator_weight_decay_shrinks_only_the_generators_weight_matrices():
     weight matrices only (not their biases, nor anything outside a generator)."""
     model = make_model("hw_cin_cout", in_channels=1, num_classes=3, width=4, depth=2,
                        key=jax.random.key(0))  # fmt: skip
-    params = eqx.filter(model, eqx.is_inexact_array)
+    # Shifted off zero: the generators' biases start at 0, where decay would not show.
+    params = jax.tree.map(lambda p: p + 0.5, eqx.filter(model, eqx.is_inexact_array))
     grads = jax.tree.map(jnp.ones_like, params)
     rate, decay = 1e-2, 0.5
     optimizer = make_optimizer(1e-3, generator_lr=rate, generator_momentum=0.0,
@@ -470,8 +471,9 @@ def test_train_config_schedules(monkeypatch):
         (dict(generator_weight_decay=-1.0), "generator_weight_decay"),
     ],
 )
-def test_train_config_rejects_bad_generator_settings(kwargs, name):
-    with raises_naming(name, ValueError, checker=True):  # the checker catches bool and str
+@checker_modes
+def test_train_config_rejects_bad_generator_settings(kwargs, name, checker):
+    with raises_naming(name, ValueError, checker=checker):
         TrainConfig(**kwargs)
 
 
@@ -505,6 +507,17 @@ def test_train_config_builds_the_chosen_generator(tmp_path, monkeypatch):
     sine = make_model("hw_cin_cout", width=4, depth=2, key=jax.random.key(0))
     assert relu.layers[0].generator.real.activation is jax.nn.relu
     assert sine.layers[0].generator.real.activation is cfconv.fast_sin
+
+
+def test_kernel_concentration_on_images_smaller_than_three_pixels():
+    """On 2x2 images no 3x3 window fits: fit records the share at the origin instead of
+    failing after the first epoch."""
+    data = _toy_dataset(32, size=2)
+    config = TrainConfig(model="hw_cin_cout", positions=8, epochs=1, augment=False,
+                         **(SMALL | dict(image_size=2)))  # fmt: skip
+    result = fit(config, data, data, log=None)
+    shares = result["epochs"][-1]["kernel_concentration"]
+    assert len(shares) == 2 and all(0 < v < 1 for v in shares)
 
 
 def test_kernel_lag_is_recorded_for_sparse_runs(tmp_path):

@@ -118,8 +118,8 @@ def fit(
     generators' kernels in place of the stored ones, which says whether the generators
     alone (the continuous kernels) carry what the network learned. A CF-Conv net's
     metrics hold `kernel_concentration` every epoch: for every layer, the share of its
-    stored spatial kernels' energy within 3x3 of the origin
-    ([`cfconv.kernel_concentration`][]; 1 for a 3x3 CNN).
+    stored spatial kernels' energy within 3x3 of the origin (at the origin for images
+    smaller than 3x3; [`cfconv.kernel_concentration`][]; 1 for a 3x3 CNN).
 
     Each epoch: shuffled batches (a function of `seed` and the epoch); with a strategy
     that [`needs_frequency_weights`][cfconv.AbstractStrategy.needs_frequency_weights]
@@ -282,7 +282,8 @@ def fit(
 
     @eqx.filter_jit
     def concentration(states):
-        return jnp.stack([kernel_concentration(s.kernel, image_size) for s in states])
+        taps = 3 if min(image_size) >= 3 else 1  # images smaller than 3x3: the origin
+        return jnp.stack([kernel_concentration(s.kernel, image_size, taps) for s in states])
 
     params = parameter_count(model)
 
