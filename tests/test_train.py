@@ -460,20 +460,21 @@ def test_train_config_schedules(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "kwargs, name",
+    "kwargs, name, exception",
     [
-        (dict(generator="tanh"), "generator"),
-        (dict(generator_lr=-1e-3), "generator_lr"),
-        (dict(frequency_scale=0.0), "frequency_scale"),
-        (dict(frequency_scale=float("inf")), "frequency_scale"),
-        (dict(frequency_scale=True), "frequency_scale"),
-        (dict(frequency_scale="2"), "frequency_scale"),
-        (dict(generator_weight_decay=-1.0), "generator_weight_decay"),
+        (dict(generator="tanh"), "generator", ValueError),
+        (dict(generator_lr=-1e-3), "generator_lr", ValueError),
+        (dict(frequency_scale=0.0), "frequency_scale", ValueError),
+        (dict(frequency_scale=float("inf")), "frequency_scale", ValueError),
+        (dict(frequency_scale=True), "frequency_scale", TypeError),
+        (dict(frequency_scale="2"), "frequency_scale", TypeError),
+        (dict(generator_weight_decay=-1.0), "generator_weight_decay", ValueError),
+        (dict(generator_weight_decay=float("nan")), "generator_weight_decay", ValueError),
     ],
 )
 @checker_modes
-def test_train_config_rejects_bad_generator_settings(kwargs, name, checker):
-    with raises_naming(name, ValueError, checker=checker):
+def test_train_config_rejects_bad_generator_settings(kwargs, name, exception, checker):
+    with raises_naming(name, exception, checker=checker):
         TrainConfig(**kwargs)
 
 

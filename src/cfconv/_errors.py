@@ -33,6 +33,15 @@ def check_positive(name: str, value: Any) -> float:
     return float(value)
 
 
+def check_non_negative(name: str, value: Any) -> float:
+    """Return `value` as a finite non-negative `float`, or raise naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"`{name}` must be a non-negative number, got {value!r}")
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"`{name}` must be a non-negative number, got {value!r}")
+    return float(value)
+
+
 def check_shape(name: str, shape: Any, *, rank: int | None = None) -> tuple[int, ...]:
     """Return `shape` as a tuple of positive ints, or raise naming `name`."""
     try:

@@ -5,6 +5,7 @@ from typing import Any, Literal, cast
 
 import optax
 
+from .._errors import check_non_negative, check_positive
 from .._layerwise import Layerwise
 from .._strategies import SAMPLINGS, AbstractStrategy, Chunked, Dense, Remat, Sparse
 from ..models import GENERATOR_KINDS, MODEL_NAMES, AbstractModel, make_model
@@ -131,23 +132,9 @@ class TrainConfig:
             raise ValueError(f"`lr` must be positive, got {self.lr}")
         if self.generator_lr is not None and not self.generator_lr > 0:
             raise ValueError(f"`generator_lr` must be positive or None, got {self.generator_lr}")
-        decay = self.generator_weight_decay
-        if (
-            isinstance(decay, bool)
-            or not isinstance(decay, (int, float))
-            or not (0 <= decay < float("inf"))
-        ):
-            raise ValueError(
-                f"`generator_weight_decay` must be a non-negative number, got {decay!r}"
-            )
-        if self.frequency_scale is not None and not (
-            isinstance(self.frequency_scale, (int, float))
-            and not isinstance(self.frequency_scale, bool)
-            and 0 < self.frequency_scale < float("inf")
-        ):
-            raise ValueError(
-                f"`frequency_scale` must be a positive number or None, got {self.frequency_scale!r}"
-            )
+        check_non_negative("generator_weight_decay", self.generator_weight_decay)
+        if self.frequency_scale is not None:
+            check_positive("frequency_scale", self.frequency_scale)
         for name in ("write_back", "error_feedback", "augment"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"`{name}` must be a bool, got {getattr(self, name)!r}")

@@ -4,24 +4,18 @@ import jax
 import optax
 from jaxtyping import PyTree
 
-from .._errors import check_int, check_positive
+from .._errors import check_int, check_non_negative, check_positive
 
 
 def _is_generator_path(path: tuple) -> bool:
     return any(isinstance(k, jax.tree_util.GetAttrKey) and k.name == "generator" for k in path)
 
 
-def _is_weight_path(path: tuple) -> bool:
-    return (
-        bool(path)
-        and isinstance(path[-1], jax.tree_util.GetAttrKey)
-        and (path[-1].name == "weight")
-    )
-
-
 def _weights(params: PyTree) -> PyTree:
     """`True` at the weight matrices (fields named `weight`), `False` at the biases."""
-    return jax.tree_util.tree_map_with_path(lambda path, _: _is_weight_path(path), params)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: bool(path) and getattr(path[-1], "name", None) == "weight", params
+    )
 
 
 def generator_labels(params: PyTree) -> PyTree:
@@ -110,13 +104,7 @@ def make_optimizer(
         or not 0 <= generator_momentum < 1
     ):
         raise ValueError(f"`generator_momentum` must be in [0, 1), got {generator_momentum!r}")
-    decay = generator_weight_decay
-    if (
-        isinstance(decay, bool)
-        or not isinstance(decay, (int, float))
-        or not 0 <= decay < float("inf")
-    ):
-        raise ValueError(f"`generator_weight_decay` must be a non-negative number, got {decay!r}")
+    decay = check_non_negative("generator_weight_decay", generator_weight_decay)
     generator_lr = lr if generator_lr is None else generator_lr
     other = optax.adam(learning_rate(lr, lr_schedule, total_steps))
     if generator_lr == lr and generator_momentum == 0.9 and decay == 0:
