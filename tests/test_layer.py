@@ -161,6 +161,36 @@ def test_sparse_scan_equals_vmap(seed, replace):
         assert_tree_allclose(g1, g2, rtol=1e-4, atol=1e-5)
 
 
+@hypothesis.given(
+    share=st.floats(1e-4, 1.0),
+    size=st.integers(1, 10**7),
+    cap=st.none() | st.integers(1, 10**6),
+    replace=st.booleans(),
+)
+def test_sparse_share_counts(share, size, cap, replace):
+    # A share of a grid: the nearest count to share * size, at least one, at most `num`.
+    count = cfconv.Sparse(cap, share=share, replace=replace).count(size)
+    nearest = max(1, min(size, int(np.floor(share * size + 0.5))))
+    assert abs(count - min(nearest, cap or size)) <= 1  # rounding at exact halves
+    assert 1 <= count <= min(size, cap or size)
+    # Without a share: `num` (with replacement, even above `size`), or the whole grid.
+    assert cfconv.Sparse(cap, replace=replace).count(size) == (
+        size if cap is None else cap if replace else min(cap, size))  # fmt: skip
+
+
+def test_sparse_share_samples_its_count():
+    layer, state, x, c = _setup(3)
+    size = state.kernel.size  # 2 x 3 x 6 x 3 = 108
+    key = jax.random.key(4)
+    by_share = cfconv.Sparse(share=0.25)
+    positions = by_share.sample(layer.generator, SPATIAL, key=key)
+    assert positions.shape == (27,) and size == 108
+    # The same step as 27 positions given as a number.
+    by_count = cfconv.Sparse(num=27)
+    assert_tree_allclose(_call(layer, x, state, by_share, key),
+                         _call(layer, x, state, by_count, key))  # fmt: skip
+
+
 def test_stored_inference_uses_the_state_only():
     layer, state, x, _ = _setup(0)
     y, new_state = layer(x, state, strategy="stored")
@@ -254,6 +284,10 @@ def _bad_calls():
         ("x-rank", lambda: layer(x[0, 0], state, strategy="stored"), "x", ValueError),
         ("rate-zero", lambda: cfconv.Sparse(rate=0.0), "rate", ValueError),
         ("num-zero", lambda: cfconv.Sparse(num=0), "num", ValueError),
+        ("share-zero", lambda: cfconv.Sparse(share=0.0), "share", ValueError),
+        ("share-above-one", lambda: cfconv.Sparse(share=1.5), "share", ValueError),
+        ("share-str", lambda: cfconv.Sparse(share="20%"), "share", TypeError),
+        ("count-size", lambda: cfconv.Sparse(share=0.5).count(0), "size", ValueError),
         ("chunk-zero", lambda: cfconv.Chunked(chunk_size=0), "chunk_size", ValueError),
         ("remat-chunk-zero", lambda: cfconv.Sparse(remat_chunk_size=0), "remat_chunk_size",
          ValueError),

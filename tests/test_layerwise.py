@@ -115,9 +115,24 @@ def test_train_config_positions_per_layer():
     assert [s.num for s in long.strategies] == [None, None]  # pyright: ignore
     assert [layer_positions(("all", 5), i) for i in range(3)] == [None, 5, 5]
     assert layer_positions(7, 4) == 7
-    for bad in (0, "all", (), (0, 4), ("some",), True):
+    for bad in (0, "all", (), (0, 4), ("some",), True, "20", "0%", ("all", "101%"), "x%"):
         with raises_naming("positions", ValueError, checker=True):
             TrainConfig(positions=bad)  # pyright: ignore[reportArgumentType]
+
+
+def test_positions_as_shares_of_each_grid():
+    # "N%" entries become Sparse(share=N/100) with no fixed number, layer by layer.
+    strategy = TrainConfig(positions=("all", "20%", 64), depth=3).kernel_strategy()
+    first, second, third = strategy.strategies  # pyright: ignore[reportAttributeAccessIssue]
+    assert (first.num, first.share) == (None, None)
+    assert (second.num, second.share) == (None, 0.2)
+    assert (third.num, third.share) == (64, None)
+    assert TrainConfig(positions="2.5%").kernel_strategy().share == 0.025  # pyright: ignore
+    assert [layer_positions(("all", "20%"), i) for i in range(3)] == [None, "20%", "20%"]
+    # So a share samples the same part of grids of every size (32 x 32 layers).
+    for image, expected in ((8, 8192), (16, 29491), (150, 2334720)):
+        size = 32 * 32 * image * (image // 2 + 1)
+        assert second.count(size) == expected
 
 
 def test_cli_positions(capsys):
@@ -130,7 +145,9 @@ def test_cli_positions(capsys):
     args = parser.parse_args(["--positions", "all,4096"])
     assert train_config(args, image_size=8, seed=0).positions == ("all", 4096)
     assert parser.parse_args(["--positions", "512"]).positions == 512
-    for bad in ("0", "all,x", "4096,-1"):
+    assert parser.parse_args(["--positions", "all, 20%"]).positions == ("all", "20%")
+    assert parser.parse_args(["--positions", "12.5%"]).positions == "12.5%"
+    for bad in ("0", "all,x", "4096,-1", "0%", "all,120%", "%"):
         with pytest.raises(SystemExit):
             cli.main(["train", "--positions", bad])
         assert "--positions" in capsys.readouterr().err
@@ -140,16 +157,16 @@ def test_fit_with_per_layer_positions(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(48, 8, 8, 1), dtype=np.uint8)
     data = cfconv.data.Dataset(images, (np.arange(48) % 2).astype(np.int32), ("a", "b"))
-    config = TrainConfig(positions=("all", 32), epochs=1, batch_size=16, width=4, depth=2,
+    # A share of the second layer's grid (4 x 4 x 8 x 5 entries): 160 positions.
+    config = TrainConfig(positions=("all", "25%"), epochs=1, batch_size=16, width=4, depth=2,
                          mlp_hidden=(8,), augment=False)  # fmt: skip
     result = fit(config, data, data, checkpoint_dir=tmp_path, log=None)
-    assert result["config"]["positions"] == ["all", 32] or result["config"]["positions"] == (
-        "all", 32)  # fmt: skip
+    assert tuple(result["config"]["positions"]) == ("all", "25%")
     assert len(result["epochs"][0]["kernel_lag"]) == 2
     resumed = fit(config, data, data, checkpoint_dir=tmp_path, resume=True, log=None)
     assert resumed["epochs"] == result["epochs"]
     # The same positions per layer, written otherwise, resume too.
-    same = TrainConfig(**{**config.to_json(), "positions": ("all", 32, 32), "epochs": 2})
+    same = TrainConfig(**{**config.to_json(), "positions": ("all", "25%", "25%"), "epochs": 2})
     assert len(fit(same, data, data, checkpoint_dir=tmp_path, resume=True,
                    log=None)["epochs"]) == 2  # fmt: skip
     # cfconv plot draws one step's positions per layer: the first layer's grid whole.

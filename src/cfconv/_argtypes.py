@@ -64,24 +64,37 @@ def int_list(text: str, what: str, *, minimum: int) -> tuple[int, ...]:
     return values
 
 
-def layer_positions(text: str) -> "int | tuple[int | str, ...]":
-    """`4096`, or per layer `all,4096,...` (`all`: the layer's whole grid; the last entry
-    also for the layers after it)."""
+def layer_positions(text: str) -> "int | str | tuple[int | str, ...]":
+    """`4096`, `20%`, or per layer `all,20%,...` (`all`: the layer's whole grid; `N%`: N
+    percent of it; the last entry also for the layers after it)."""
+    from .train._config import share_of
+
     values: list[int | str] = []
-    for entry in text.split(","):
-        if entry.strip() == "all":
+    for entry in (e.strip() for e in text.split(",")):
+        if entry == "all":
             values.append("all")
+            continue
+        if entry.endswith("%"):
+            try:
+                share_of(entry)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"a share of the grid must be a percentage in (0, 100], such as 20%, "
+                    f"got {entry!r} in {text!r}"
+                ) from None
+            values.append(entry)
             continue
         try:
             count = int(entry)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected a positive integer, or comma-separated integers and 'all', got {text!r}"
-            )
+                "expected a positive integer or a percentage such as 20%, or those and "
+                f"'all' comma-separated, got {text!r}"
+            ) from None
         if count < 1:
             raise argparse.ArgumentTypeError(f"positions must be positive, got {text!r}")
         values.append(count)
-    if len(values) == 1 and isinstance(values[0], int):
+    if len(values) == 1 and values[0] != "all":
         return values[0]
     return tuple(values)
 

@@ -42,6 +42,15 @@ def check_non_negative(name: str, value: Any) -> float:
     return float(value)
 
 
+def check_share(name: str, value: Any) -> float:
+    """Return `value` as a `float` in (0, 1], or raise naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"`{name}` must be a number in (0, 1], got {value!r}")
+    if not 0 < value <= 1:
+        raise ValueError(f"`{name}` must be in (0, 1], got {value!r}")
+    return float(value)
+
+
 def check_shape(name: str, shape: Any, *, rank: int | None = None) -> tuple[int, ...]:
     """Return `shape` as a tuple of positive ints, or raise naming `name`."""
     try:

@@ -8,7 +8,7 @@ import jax
 from jaxtyping import Array, Float
 
 from ._custom_types import FourierKernel, KernelValues, Positions
-from ._errors import check_int, check_rate
+from ._errors import check_int, check_rate, check_share
 from ._evaluation import chunked, evaluate_remat
 from ._feedback import feedback_residual, feedback_step
 from ._generators import KernelGenerator
@@ -108,7 +108,12 @@ class Sparse(AbstractStrategy):
     **Fields:**
 
     - `num`: positions sampled per call (the paper's $2^{12} \dots 2^{21}$), or `None`:
-      every position of the grid, each once.
+      every position of the grid, each once. With `share`, the most positions per call
+      (`None`: no limit).
+    - `share`: instead of a fixed number, sample this share of the grid per call, in
+      $(0, 1]$: `round(share * size)` positions of a grid of `size` entries (at least
+      one, at most `num`), so that layers and images of different sizes are sampled
+      alike. `None` (default): `num` positions. See [`count`][cfconv.Sparse.count].
     - `rate`: the EMA weight of the fresh values (the paper's 0.1).
     - `replace`: sample with replacement (default) or without (a grid smaller than
       `num` is then sampled whole).
@@ -163,11 +168,14 @@ class Sparse(AbstractStrategy):
     write_back: bool = eqx.field(static=True, default=False)
     sampling: Literal["uniform", "stratified"] = eqx.field(static=True, default="uniform")
     error_feedback: bool = eqx.field(static=True, default=False)
+    share: float | None = eqx.field(static=True, default=None)
     needs_key: ClassVar[bool] = True
 
     def __check_init__(self):
         if self.num is not None:
             check_int("num", self.num)
+        if self.share is not None:
+            check_share("share", self.share)
         check_rate(self.rate)
         if self.chunk_size is not None:
             check_int("chunk_size", self.chunk_size)
@@ -194,14 +202,25 @@ class Sparse(AbstractStrategy):
         """`True` with `error_feedback=True`."""
         return self.error_feedback
 
+    def count(self, size: int) -> int:
+        """How many positions a call draws from a grid of `size` entries: `num`, or
+        with `share`, `round(share * size)` (at least one, at most `num`); with
+        `replace=False`, or with `num=None` and no `share`, at most `size`."""
+        size = check_int("size", size)
+        if self.share is not None:
+            num = max(1, round(self.share * size))
+            num = num if self.num is None else min(num, self.num)
+        else:
+            num = size if self.num is None else self.num
+        return num if self.replace else min(num, size)
+
     def sample(self, generator: KernelGenerator, spatial_shape, *, key) -> Positions:
         """The positions this strategy would sample for `key` (uniform sampling)."""
         grid = generator.grid_shape(spatial_shape)
         size = math.prod(grid)
-        if self.num is None:  # every position once
+        if self.num is None and self.share is None:  # every position once
             return sample_positions(key, grid, size, replace=False)
-        num = self.num if self.replace else min(self.num, size)
-        return sample_positions(key, grid, num, replace=self.replace)
+        return sample_positions(key, grid, self.count(size), replace=self.replace)
 
     def evaluate(self, generator: KernelGenerator, positions: Positions, spatial_shape
                  ) -> KernelValues:  # fmt: skip
@@ -251,8 +270,8 @@ class Sparse(AbstractStrategy):
                 "`KernelState(kernel, frequency_weights, residual)`)"
             )
         size = math.prod(grid)
-        num = size if self.num is None else min(self.num, size)
-        return stratified_positions(key, grid, num, state.frequency_weights)
+        return stratified_positions(key, grid, min(self.count(size), size),
+                                    state.frequency_weights)  # fmt: skip
 
     def after_update(self, generator, kernel, new_state, spatial_shape, *, state_gradient=None):
         if self.error_feedback:

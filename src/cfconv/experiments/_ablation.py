@@ -29,7 +29,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._errors import check_rate
+from .._errors import check_rate, check_share
 from .._generators import KernelGenerator
 from .._positions import sample_positions
 from .._state import ema_update
@@ -41,11 +41,7 @@ if TYPE_CHECKING:
 
 
 def _check_fraction(fraction) -> float:
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
-        raise TypeError(f"`fraction` must be a number in (0, 1], got {fraction!r}")
-    if not 0 < fraction <= 1:
-        raise ValueError(f"`fraction` must be in (0, 1], got {fraction!r}")
-    return float(fraction)
+    return check_share("fraction", fraction)
 
 
 def _check_sampling(sampling) -> None:
@@ -66,7 +62,7 @@ def _check_weights(strategy, state) -> None:
 def fraction_positions(generator: KernelGenerator, spatial_shape, fraction: float) -> int:
     """How many positions are `fraction` of `generator`'s grid at `spatial_shape` (at
     least one)."""
-    return max(1, round(fraction * math.prod(generator.grid_shape(spatial_shape))))
+    return Sparse(None, share=fraction).count(math.prod(generator.grid_shape(spatial_shape)))
 
 
 class FractionSparse(AbstractStrategy):

@@ -196,7 +196,8 @@ def plot_checkpoint(
 
     The paths written.
     """
-    from ..train._config import layer_positions
+    from .._strategies import Sparse
+    from ..train._config import layer_positions, share_of
 
     if source not in ("stored", "generator"):
         raise ValueError(f"`source` must be 'stored' or 'generator', got {source!r}")
@@ -223,6 +224,8 @@ def plot_checkpoint(
         if states:
             shape = kernels[n].shape
             num = layer_positions(config["positions"], n)
+            if isinstance(num, str):  # a share such as "20%"
+                num = Sparse(None, share=share_of(num)).count(math.prod(shape))
             key = jax.random.fold_in(jax.random.key(seed), n)
             positions = (sample_positions(key, shape, math.prod(shape), replace=False)
                          if num is None else sample_positions(key, shape, num))  # fmt: skip

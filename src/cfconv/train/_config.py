@@ -1,6 +1,7 @@
 """The settings of a training run (`cfconv train`'s options), checked on construction."""
 
 import dataclasses
+import math
 from typing import Any, Literal, cast
 
 import optax
@@ -29,8 +30,9 @@ class TrainConfig:
     - `strategy`: one of `STRATEGY_NAMES` (ignored by the spatial CNN).
     - `positions`: positions sampled per step and layer by the sparse strategies, or a
       tuple of them per layer (the last entry also holds for the layers after it;
-      entries beyond `depth` are not used), each a positive integer or `"all"`, the
-      layer's whole grid
+      entries beyond `depth` are not used), each a positive integer, a share of the
+      layer's grid written as a percentage (`"20%"`: [`cfconv.Sparse`][]'s `share`),
+      or `"all"`, the layer's whole grid
       ([`cfconv.Layerwise`][] of [`cfconv.Sparse`][]s). Default `("all", 4096)`: the
       first layer's grid whole, 4096 positions in each of the others.
     - `rate`: the sparse EMA rate (the paper's 0.1).
@@ -86,7 +88,7 @@ class TrainConfig:
 
     model: str = "hw_cin_cout"
     strategy: str = "sparse-vmap"
-    positions: int | tuple[int | str, ...] = ("all", 2**12)
+    positions: int | str | tuple[int | str, ...] = ("all", 2**12)
     rate: float = 0.1
     chunk_size: int = 2**15
     image_size: int = 8
@@ -171,11 +173,13 @@ class TrainConfig:
             return Chunked(chunk_size=self.chunk_size)
         chunk_size = self.chunk_size if self.strategy == "sparse-scan" else None
 
-        def sparse(num: int | None) -> Sparse:
+        def sparse(entry: int | str | None) -> Sparse:
+            num, share = (None, share_of(entry)) if isinstance(entry, str) else (entry, None)
             return Sparse(num, self.rate, chunk_size=chunk_size, write_back=self.write_back,
-                          sampling=sampling, error_feedback=self.error_feedback)  # fmt: skip
+                          sampling=sampling, error_feedback=self.error_feedback,
+                          share=share)  # fmt: skip
 
-        if isinstance(self.positions, int):
+        if not isinstance(self.positions, tuple):
             return sparse(self.positions)
         return Layerwise([sparse(layer_positions(self.positions, i)) for i in range(self.depth)])
 
@@ -243,11 +247,31 @@ class TrainConfig:
         return cls(**data)
 
 
+def share_of(entry: str) -> float:
+    """The share of a layer's grid that a `positions` entry such as `"20%"` asks for, in
+    (0, 1]; raises naming `positions` for anything else."""
+    number = entry[:-1] if isinstance(entry, str) and entry.endswith("%") else None
+    try:
+        share = float(number) / 100  # pyright: ignore[reportArgumentType]
+    except (TypeError, ValueError):
+        share = math.nan
+    if not 0 < share <= 1:
+        raise ValueError(
+            f"`positions` entries that are shares must be percentages in (0, 100], "
+            f"such as '20%', got {entry!r}"
+        )
+    return share
+
+
 def _check_positions(positions) -> None:
-    """`TrainConfig.positions`: a positive integer, or a non-empty tuple of entries, each
-    a positive integer or `"all"` (entries beyond the last layer are not used)."""
+    """`TrainConfig.positions`: a positive integer or a share such as `"20%"`, or a
+    non-empty tuple of entries, each one of those or `"all"` (entries beyond the last
+    layer are not used)."""
 
     def valid(p):
+        if isinstance(p, str) and p.endswith("%"):
+            share_of(p)  # raises with the reason
+            return True
         return p == "all" or (isinstance(p, int) and not isinstance(p, bool) and p >= 1)
 
     if isinstance(positions, tuple):
@@ -256,15 +280,17 @@ def _check_positions(positions) -> None:
     elif valid(positions) and positions != "all":
         return
     raise ValueError(
-        "`positions` must be a positive integer, or a non-empty tuple of entries, each a "
-        f"positive integer or 'all', got {positions!r}"
+        "`positions` must be a positive integer or a percentage such as '20%', or a "
+        "non-empty tuple of entries, each one of those or 'all', got "
+        f"{positions!r}"
     )
 
 
-def layer_positions(positions, index: int) -> int | None:
-    """The positions of layer `index` under `TrainConfig.positions` (a number, or a
-    sequence whose last entry holds for the later layers); `None` for `"all"`."""
-    if isinstance(positions, int):
+def layer_positions(positions, index: int) -> int | str | None:
+    """The entry of `TrainConfig.positions` for layer `index` (a number or a share such
+    as `"20%"`, or a sequence whose last entry holds for the later layers); `None` for
+    `"all"`."""
+    if not isinstance(positions, (tuple, list)):
         return positions
     entry = positions[min(index, len(positions) - 1)]
-    return None if entry == "all" else int(entry)
+    return None if entry == "all" else entry

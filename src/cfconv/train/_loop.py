@@ -74,7 +74,7 @@ class _Progress:
         self.stream.flush()
 
 
-def _per_layer(config: TrainConfig) -> list[int | None]:
+def _per_layer(config: TrainConfig) -> list[int | str | None]:
     """`config.positions` for each layer (`None`: the whole grid)."""
     return [layer_positions(config.positions, i) for i in range(config.depth)]
 
