@@ -153,6 +153,23 @@ def test_cli_positions(capsys):
         assert "--positions" in capsys.readouterr().err
 
 
+def test_cli_defaults_are_the_configs():
+    import argparse
+
+    from cfconv._train_cli import add_train_arguments, train_config
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    config = train_config(parser.parse_args([]), image_size=8, seed=0)
+    assert config == TrainConfig(image_size=8, seed=0)
+    # The first layer whole, a fifth of the grid in the others: 8192 of a 32 -> 32
+    # layer's 8 x 5 x 32 x 32 entries on the digits.
+    assert config.positions == ("all", "20%")
+    first, second, *_ = config.kernel_strategy().strategies  # pyright: ignore
+    assert (first.num, first.share) == (None, None)
+    assert second.count(8 * 5 * 32 * 32) == 8192
+
+
 def test_fit_with_per_layer_positions(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(48, 8, 8, 1), dtype=np.uint8)

@@ -102,8 +102,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "variants: spatial, naive-hw, naive-hw_cin, naive-hw_cout, naive, remat, scan, "
         "sparse-scan-2^K, sparse-vmap-2^K (the paper's step), sparse-train-2^K (cfconv "
         "train's sparse update, write-back and error feedback, with 2^K positions in every "
-        "layer), sparse-all-2^K (the same with the first layer's grid whole: sparse-all-2^12 "
-        "is the kernel update of cfconv train's defaults) (one each per --positions; the groups "
+        "layer), sparse-all-2^K (the same with the first layer's grid whole; with a fifth of a "
+        "later layer's grid, 2334720 at 150x150, it is the kernel update of cfconv train's "
+        "defaults, --positions all,20%) (one each per --positions; the groups "
         "sparse-scan, sparse-vmap, sparse-train and sparse-all select all), dense-exact, "
         "inference-stored, inference-spatial, breakdown"
     )

@@ -49,9 +49,10 @@ def variant_names(positions: tuple[int, ...]) -> tuple[str, ...]:
     sparse update of `cfconv train`'s defaults (`sparse-vmap` with write-back and error
     feedback, uniform positions) with the row's number of positions in every layer;
     `sparse-all` rows time the same update with the first layer's grid sampled whole and
-    the row's number in each other layer (`--positions all,N`), so `sparse-all-2^12` is
-    the kernel update of `cfconv train`'s defaults (every row's optimizer is Adam, without
-    `cfconv train`'s augmentation).
+    the row's number in each other layer (`--positions all,N`); with a fifth of a later
+    layer's grid (2334720 positions at 150x150) that is the kernel update of `cfconv
+    train`'s defaults, `all,20%` (every row's optimizer is Adam, without `cfconv train`'s
+    augmentation).
     """
     labels = [position_label(p) for p in positions]
     return (

@@ -73,7 +73,7 @@ def _training_variant(name: str, config: BenchConfig) -> tuple[str, Any]:
         if name.startswith(prefix + "-"):
             num = next(p for p in config.positions if name == f"{prefix}-{position_label(p)}")
             # "sparse-train", "sparse-all": the update of `cfconv train`'s defaults (write-back,
-            # error feedback), "sparse-all" with the first layer's grid whole (the defaults).
+            # error feedback), "sparse-all" with the first layer's grid whole.
             positions = ("all", num) if prefix == "sparse-all" else num
             train = TrainConfig(positions=positions, depth=config.depth, rate=RATE,
                                 chunk_size=config.chunk_size)  # fmt: skip

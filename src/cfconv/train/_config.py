@@ -33,8 +33,8 @@ class TrainConfig:
       entries beyond `depth` are not used), each a positive integer, a share of the
       layer's grid written as a percentage (`"20%"`: [`cfconv.Sparse`][]'s `share`),
       or `"all"`, the layer's whole grid
-      ([`cfconv.Layerwise`][] of [`cfconv.Sparse`][]s). Default `("all", 4096)`: the
-      first layer's grid whole, 4096 positions in each of the others.
+      ([`cfconv.Layerwise`][] of [`cfconv.Sparse`][]s). Default `("all", "20%")`:
+      the first layer's grid whole, a fifth of the grid in each of the others.
     - `rate`: the sparse EMA rate (the paper's 0.1).
     - `chunk_size`: positions per chunk for `scan` and `sparse-scan`.
     - `image_size`: images are `image_size x image_size`.
@@ -78,7 +78,7 @@ class TrainConfig:
     The defaults of `write_back`, `generator_momentum`, `error_feedback` and
     `state_init` depart from the paper for the sparse strategies: on the digits the
     paper's step reached 0.28 (`cfconv demo`, seed 0) and these defaults 0.851 (mean of
-    seven seeds, 2.9 points below the spatial CNN; `docs/cli.md`, "Accuracy"). After
+    seven seeds, 2.9 points below the spatial CNN; `docs/accuracy.md`). After
     30 epochs they were 4.0 points below at a constant learning rate and 2.1 below
     with `lr_schedule="cosine"` (five seeds), which stays off by default because it
     cost both nets accuracy in 10-epoch runs.
@@ -88,7 +88,7 @@ class TrainConfig:
 
     model: str = "hw_cin_cout"
     strategy: str = "sparse-vmap"
-    positions: int | str | tuple[int | str, ...] = ("all", 2**12)
+    positions: int | str | tuple[int | str, ...] = ("all", "20%")
     rate: float = 0.1
     chunk_size: int = 2**15
     image_size: int = 8

@@ -242,9 +242,8 @@ def fit(
                 why = f" (a {config.lr_schedule} lr_schedule's decay spans the run's epochs)"
             raise ValueError(
                 f"cannot resume from {path}: the checkpoint was made with other settings: "
-                f"{settings}{why}; pass the saved ones (e.g. `--sampling stratified "
-                f"--no-error-feedback --positions 4096` for a run of the previous "
-                f"release's defaults)"
+                f"{settings}{why}; pass the saved ones (e.g. `--positions all,4096` for "
+                f"a run of the previous release's defaults)"
             )
         if saved_metadata.get("residual", False) != feedback:
             raise ValueError(
