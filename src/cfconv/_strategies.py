@@ -135,7 +135,7 @@ class Sparse(AbstractStrategy):
     positions (forward only, no gradient) and blends those values into the state
     instead, so that every step's update reaches the stored kernel at once. It costs one
     more evaluation of the MLPs at `num` positions per step (forward only). What it does
-    to accuracy is measured in `docs/cli.md`, "Accuracy".
+    to accuracy is measured in `docs/accuracy.md`.
 
     **Stratified sampling.** With `sampling="stratified"` the positions are not uniform:
     [`cfconv.stratified_positions`][] spreads them over the kernel's frequencies in
@@ -156,7 +156,7 @@ class Sparse(AbstractStrategy):
     training step must pass the state's gradient to
     [`after_update`][cfconv.AbstractStrategy.after_update], as
     [`cfconv.train.make_train_step`][] does. The "Sparse updates" guide explains it;
-    what it does to accuracy is measured in `docs/cli.md`, "Accuracy".
+    what it does to accuracy is measured in `docs/accuracy.md`.
     """
 
     num: int | None = eqx.field(static=True, default=2**18)

@@ -106,7 +106,7 @@ def stratified_positions(
     sampled densely and the others sparsely: with weights that follow the size of the
     kernel gradient over the frequencies ([`cfconv.frequency_weights`][]), a step's
     sampled gradient has far less variance than with uniform positions (measured in
-    `docs/cli.md`, "Accuracy").
+    `docs/accuracy.md`).
 
     The scale of a position at frequency $f$ is $\text{num} / (F x_f)$, with
     $F = h \cdot wf$ frequencies: the inverse of its probability of being drawn, times

@@ -68,7 +68,7 @@ def make_optimizer(
     optimizer's own delay of about $1 / (1 - \beta_1)$ steps on top of the stored
     kernel's. A learning rate that decays to zero (`lr_schedule="cosine"`) slows the
     generator down at the end of the run, so that the stored kernel catches up with it
-    (see `docs/cli.md`, "Accuracy").
+    (see `docs/accuracy.md`).
 
     **Arguments:**
 
@@ -87,8 +87,8 @@ def make_optimizer(
       first-layer weights on the frequency inputs make smoother Fourier kernels, that
       is, spatially more concentrated ones (see [`cfconv.models.CFConvNet`][]'s
       `frequency_scale`). On the digits, 1 and 3 collapsed the kernels to their centre
-      tap and stopped the sparse net learning (`docs/cli.md`, "What the generator
-      costs").
+      tap and stopped the sparse net learning (`docs/accuracy.md`,
+      "What the generator costs").
 
     **Returns:**
 
