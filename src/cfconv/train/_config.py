@@ -75,15 +75,16 @@ class TrainConfig:
       2 for `"sine"`, 1 for `"relu"`); see [`cfconv.models.CFConvNet`][].
     - `augment`: random flips, shifts, brightness and contrast on training batches.
 
-    The defaults of `write_back`, `generator_momentum`, `error_feedback` and
-    `state_init` depart from the paper for the sparse strategies: on the digits the
-    paper's step reached 0.28 (`cfconv demo`, seed 0) and these defaults 0.851 (mean of
-    seven seeds, 2.9 points below the spatial CNN; `docs/accuracy.md`). After
-    30 epochs they were 4.0 points below at a constant learning rate and 2.1 below
-    with `lr_schedule="cosine"` (five seeds), which stays off by default because it
-    cost both nets accuracy in 10-epoch runs.
-    `write_back=False, generator_momentum=0.9, error_feedback=False,
-    state_init="uniform"` (with the default uniform `sampling`) is the paper's step.
+    The defaults of `write_back`, `generator_momentum`, `error_feedback`, `state_init`
+    and `positions` depart from the paper for the sparse strategies: on the digits the
+    paper's step reached 0.28 (`cfconv demo`, seed 0). After 30 epochs with
+    `lr_schedule="cosine"` these defaults trailed the spatial CNN by 0.88 points on the
+    digits (twelve seeds, standard error 0.45) and were 1.2 points above it on a 16x16
+    image folder of the digits (nine seeds, standard error 1.7; `docs/accuracy.md`).
+    The cosine schedule stays off by default because it cost both nets accuracy in
+    10-epoch runs, where neither has finished learning. `write_back=False,
+    generator_momentum=0.9, error_feedback=False, state_init="uniform"` with a count of
+    `positions` in every layer (and the default uniform `sampling`) is the paper's step.
     """
 
     model: str = "hw_cin_cout"
