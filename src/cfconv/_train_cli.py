@@ -16,6 +16,11 @@ from ._argtypes import (
 )
 
 
+# `TrainConfig.positions`' default (tests/test_layerwise.py checks that every default of
+# `cfconv train` is `TrainConfig`'s); `cfconv demo` shares it.
+DEFAULT_POSITIONS = ("all", "20%")
+
+
 def add_train_arguments(p: argparse.ArgumentParser, *, one_run: bool = True) -> None:
     """Add `cfconv train`'s options to `p`; with `one_run=False` (`cfconv compare`),
     leave out those of a single run: `--seed`, `--checkpoint`, `--resume`,
@@ -99,7 +104,7 @@ def add_train_arguments(p: argparse.ArgumentParser, *, one_run: bool = True) -> 
     kernel.add_argument(
         "--positions",
         type=_layer_positions,
-        default=("all", "20%"),
+        default=DEFAULT_POSITIONS,
         metavar="N or N1,N2,...",
         help="kernel positions sampled per step and layer by the sparse strategies (the "
         "paper tried 2^12 to 2^21) or a share of the layer's grid ('20%%'), or one such "

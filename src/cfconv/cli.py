@@ -16,6 +16,7 @@ from ._argtypes import (
     widths as _widths,
 )
 from ._train_cli import (
+    DEFAULT_POSITIONS,
     add_train_arguments,
     check_train_arguments,
     load_dataset,
@@ -121,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = commands.add_parser("demo", help=demo.__doc__, description=demo.__doc__)
     p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per model (10)")
-    p.add_argument("--positions", type=_layer_positions, default=("all", "20%"),
+    p.add_argument("--positions", type=_layer_positions, default=DEFAULT_POSITIONS,
                    help="sparse positions per layer, as in cfconv train (all,20%%)")  # fmt: skip
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (0)")
